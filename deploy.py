@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""TPE Ops: the production runbook of The Power100 Experience as commands.
+
+The command line parses, confirms and prints; playbooks orchestrate; pyinfra changes hosts.
+Exit codes: 0 ok, 1 a host failed, 2 bad input (nothing changed), 3 not confirmed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from playbooks.common import Options
+from tpe_ops.errors import OpsError
+from tpe_ops.inventory import DEFAULT_INVENTORY, load_inventory
+from tpe_ops.report import as_json, print_step, summary_table
+from tpe_ops.runner import RunResult
+from tpe_ops.secrets import redact
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-i", "--inventory", default=DEFAULT_INVENTORY,
+        help="inventory name in inventories/ or a path (default: local, this machine)",
+    )
+    common.add_argument("--limit", metavar="HOST|GROUP", help="only these hosts")
+    common.add_argument("--dry", action="store_true", help="show what would change, change nothing")
+    common.add_argument("-y", "--yes", action="store_true", help="confirm production changes")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    return common
+
+
+COMMANDS: dict[str, str] = {
+    "provision": "converge hosts: Node.js, PM2 (+boot unit, log rotation), Redis, dirs, env files",
+    "deploy": "deploy the app: new release, build, migrate, atomic switch, reload, verify",
+    "status": "releases and PM2 processes on each host",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deploy.py",
+        description="TPE Ops: deploy and operate The Power100 Experience with pyinfra.",
+        epilog="Exit codes: 0 ok, 1 a host failed, 2 bad input (nothing changed), 3 not confirmed.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common_options()
+    for name, help_text in COMMANDS.items():
+        command = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        if name == "deploy":
+            command.add_argument(
+                "--commit", metavar="REF", help="commit or branch (default: app_branch)"
+            )
+    return parser
+
+
+def _run_provision(args: argparse.Namespace, options: Options, printer) -> RunResult:
+    from playbooks.provision import provision
+
+    return provision(load_inventory(options.inventory, options.limit), options, printer)
+
+
+def _run_deploy(args: argparse.Namespace, options: Options, printer) -> RunResult:
+    from playbooks.deploy import deploy
+
+    return deploy(load_inventory(options.inventory, options.limit), options, printer, args.commit)
+
+
+def _run_status(args: argparse.Namespace, options: Options, printer) -> RunResult:
+    from playbooks.status import status
+
+    return status(load_inventory(options.inventory, options.limit), options, printer)
+
+
+RUNNERS: dict[str, Callable[..., RunResult]] = {
+    "provision": _run_provision,
+    "deploy": _run_deploy,
+    "status": _run_status,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    options = Options(args.inventory, args.limit, args.dry, args.yes, args.json)
+    printer = None if args.json else print_step
+    try:
+        result = RUNNERS[args.command](args, options, printer)
+    except OpsError as error:
+        print(redact(f"error: {error}"), file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    if args.json:
+        print(as_json(args.command, result))
+    else:
+        print("\n" + summary_table(args.command, result))
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

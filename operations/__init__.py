@@ -1,0 +1,1 @@
+"""pyinfra facts and operations of TPE Ops, one module per area."""

@@ -1,0 +1,86 @@
+"""The app's place on the host: directories owned by the app user, 0600 env files, and the
+PM2 ecosystem file (cluster mode, cwd through `current`, env read from the env files)."""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import files
+
+from operations.privileges import as_root
+from operations.templates import template_path
+from tpe_ops.settings import pm2_apps
+
+
+def layout(deploy_to: str) -> dict[str, str]:
+    """The release layout (DESIGN.md 3.1), one place for every module that needs a path."""
+    shared = f"{deploy_to}/shared"
+    return {
+        "deploy_to": deploy_to,
+        "releases": f"{deploy_to}/releases",
+        "shared": shared,
+        "logs": f"{shared}/logs",
+        "current": f"{deploy_to}/current",
+        "ecosystem": f"{shared}/ecosystem.config.js",
+        "revisions": f"{deploy_to}/revisions.log",
+    }
+
+
+def backend_env(data, secrets: dict[str, str]) -> dict[str, str]:
+    """The backend's environment: settings, then secrets by their env-file names."""
+    env = {
+        "NODE_ENV": data.app_node_env,
+        "PORT": str(data.app_backend_port),
+        "REDIS_HOST": "127.0.0.1",
+        "REDIS_PORT": str(data.redis_port),
+        "DB_HOST": data.db_host,
+        "DB_PORT": str(data.db_port),
+        "DB_NAME": data.db_name,
+        "DB_USER": data.db_user,
+        "DB_POOL_MAX": str(data.db_pool_size),
+        **{key: str(value) for key, value in data.app_backend_env.items()},
+    }
+    for env_name, secret_name in data.app_backend_secrets.items():
+        env[env_name] = secrets[secret_name]
+    return env
+
+
+def frontend_env(data) -> dict[str, str]:
+    return {
+        "NODE_ENV": data.app_node_env,
+        "PORT": str(data.app_frontend_port),
+        "NEXT_TELEMETRY_DISABLED": "1",
+    }
+
+
+@deploy("App directories, env files and PM2 ecosystem")
+def app_layout(secrets: dict[str, str]) -> None:
+    data = host.data
+    paths = layout(data.app_deploy_to)
+    owner = {"user": data.app_user, "group": data.app_user}
+    root = as_root(host)
+    for key in ("deploy_to", "releases", "shared", "logs"):
+        files.directory(
+            name=f"Directory {paths[key]}", path=paths[key], mode="755", **owner, **root
+        )
+    for role, env in (("backend", backend_env(data, secrets)), ("frontend", frontend_env(data))):
+        files.template(
+            name=f"Env file shared/{role}.env (0600)",
+            src=template_path("app.env.j2"),
+            dest=f"{paths['shared']}/{role}.env",
+            mode="600",
+            env=env,
+            **owner,
+            **root,
+        )
+    files.template(
+        name="PM2 ecosystem shared/ecosystem.config.js",
+        src=template_path("ecosystem.config.js.j2"),
+        dest=paths["ecosystem"],
+        mode="644",
+        apps=pm2_apps(data),
+        paths=paths,
+        jinja_env_kwargs={"trim_blocks": True, "lstrip_blocks": True},
+        **owner,
+        **root,
+    )

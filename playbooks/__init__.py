@@ -1,0 +1,1 @@
+"""Plain-Python orchestration above pyinfra: secrets and confirmation first, then phases."""

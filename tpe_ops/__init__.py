@@ -1,0 +1,1 @@
+"""TPE Ops: the runbook logic that is not a pyinfra operation (settings, secrets, runs, reports)."""

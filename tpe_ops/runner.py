@@ -1,0 +1,177 @@
+"""Run a pyinfra deploy in-process (pyinfra's API) and collect per-host, per-step results.
+
+Each call uses a fresh State, so a playbook can run phases (build, switch, verify) and decide
+between them. `dry=True` collects facts and reports what would change, changing nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyinfra.api import BaseStateCallback, Config, State
+from pyinfra.api.connect import connect_all, disconnect_all
+from pyinfra.api.deploy import add_deploy
+from pyinfra.api.exceptions import PyinfraError
+from pyinfra.api.host import Host
+from pyinfra.api.operations import run_ops
+
+from tpe_ops.inventory import LoadedInventory
+from tpe_ops.secrets import RedactingFilter, redact
+
+
+@dataclass
+class Step:
+    name: str
+    status: str  # changed | ok | failed | would-change
+    detail: str = ""
+
+
+@dataclass
+class HostResult:
+    name: str
+    steps: list[Step] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(s.status != "failed" for s in self.steps)
+
+    @property
+    def changed(self) -> int:
+        return sum(s.status in ("changed", "would-change") for s in self.steps)
+
+
+@dataclass
+class RunResult:
+    dry: bool
+    hosts: dict[str, HostResult]
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(h.ok for h in self.hosts.values())
+
+
+Printer = Callable[[str, Step], None]
+
+
+def quiet_pyinfra() -> None:
+    """pyinfra's own chatter off (we print a line per step); errors stay, redacted."""
+    logger = logging.getLogger("pyinfra")
+    logger.setLevel(logging.ERROR)
+    for handler in logging.getLogger().handlers + logger.handlers:
+        handler.addFilter(RedactingFilter())
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.addFilter(RedactingFilter())
+        handler.setFormatter(logging.Formatter("    %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+def _op_name(state: State, op_hash: str) -> str:
+    names = state.get_op_meta(op_hash).names
+    name = ", ".join(sorted(names)) if names else op_hash
+    # Drop the outermost deploy name: every step of a run shares it.
+    return name.split(" | ", 1)[1] if " | " in name else name
+
+
+def _op_output(meta) -> str:
+    try:
+        lines = meta.stderr_lines or meta.stdout_lines
+    except Exception:  # not executed: no output to show
+        return ""
+    return redact("; ".join(line.strip() for line in lines[-3:] if line.strip()))
+
+
+class _StepRecorder(BaseStateCallback):
+    def __init__(self, results: dict[str, HostResult], printer: Printer | None) -> None:
+        self.results = results
+        self.printer = printer
+
+    def _record(self, host: Host, step: Step) -> None:
+        self.results[host.name].steps.append(step)
+        if self.printer:
+            self.printer(host.name, step)
+
+    def operation_end(self, state, op_hash):
+        # Called once every host has finished this operation: results are complete now.
+        for host, ops in state.ops.items():
+            op_data = ops.get(op_hash)
+            if op_data is None or host.name not in self.results:
+                continue
+            meta = op_data.operation_meta
+            if not meta.is_complete():
+                continue
+            if not meta.did_succeed():
+                step = Step(_op_name(state, op_hash), "failed", _op_output(meta))
+            else:
+                step = Step(_op_name(state, op_hash), "changed" if meta.did_change() else "ok")
+            self._record(host, step)
+
+    def host_connect_error(self, state, host, error):
+        self.results[host.name].error = redact(f"cannot connect: {error}")
+
+
+def _plan(state: State, host: Host, results: dict[str, HostResult], printer: Printer | None):
+    from pyinfra.context import ctx_host, ctx_state
+
+    with ctx_state.use(state), ctx_host.use(host):
+        for op_hash in state.get_op_order():
+            op_data = state.ops[host].get(op_hash)
+            if op_data is None:
+                continue
+            will_change = op_data.operation_meta.will_change
+            step = Step(_op_name(state, op_hash), "would-change" if will_change else "ok")
+            results[host.name].steps.append(step)
+            if printer:
+                printer(host.name, step)
+
+
+def run_deploy(
+    loaded: LoadedInventory,
+    deploy_func: Callable[..., Any],
+    *args: Any,
+    dry: bool = False,
+    printer: Printer | None = None,
+    **kwargs: Any,
+) -> RunResult:
+    """Connect to the selected hosts, add the deploy, then run it (or plan it with dry)."""
+    started = time.monotonic()
+    quiet_pyinfra()
+    results = {host.name: HostResult(host.name) for host in loaded.hosts}
+    config = Config(DIFF=False, FAIL_PERCENT=100, CONNECT_TIMEOUT=10)
+    state = State(loaded.inventory, config, initial_limit=loaded.hosts)
+    state.add_callback_handler(_StepRecorder(results, printer))
+    try:
+        connect_all(state)
+        _note_unreachable(state, loaded.hosts, results)
+        active = [h for h in loaded.hosts if h in state.active_hosts]
+        if active:
+            add_deploy(state, deploy_func, *args, host=active, **kwargs)
+            if dry:
+                for host in active:
+                    _plan(state, host, results, printer)
+            else:
+                _run(state)
+    finally:
+        disconnect_all(state)
+    return RunResult(dry=dry, hosts=results, seconds=time.monotonic() - started)
+
+
+def _note_unreachable(state: State, hosts: list[Host], results: dict[str, HostResult]) -> None:
+    for host in hosts:
+        if host not in state.active_hosts and results[host.name].error is None:
+            results[host.name].error = "cannot connect (check address, SSH port, key, known_hosts)"
+
+
+def _run(state: State) -> None:
+    try:
+        run_ops(state)
+    except PyinfraError as error:
+        if "No hosts remaining" not in str(error):
+            raise
