@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "provision": "converge hosts: Node.js, PM2 (+boot unit, log rotation), Redis, dirs, env files",
     "deploy": "deploy the app: new release, build, migrate, atomic switch, reload, verify",
     "status": "releases and PM2 processes on each host",
+    "unlock": "clear the deploy lock (yours; anyone's with --force)",
 }
 
 
@@ -49,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common_options()
     for name, help_text in COMMANDS.items():
         command = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        if name == "unlock":
+            command.add_argument("--force", action="store_true", help="clear anyone's lock")
         if name == "deploy":
             command.add_argument(
                 "--commit", metavar="REF", help="commit or branch (default: app_branch)"
@@ -74,10 +77,17 @@ def _run_status(args: argparse.Namespace, options: Options, printer) -> RunResul
     return status(load_inventory(options.inventory, options.limit), options, printer)
 
 
+def _run_unlock(args: argparse.Namespace, options: Options, printer) -> RunResult:
+    from playbooks.unlock import unlock
+
+    return unlock(load_inventory(options.inventory, options.limit), options, printer, args.force)
+
+
 RUNNERS: dict[str, Callable[..., RunResult]] = {
     "provision": _run_provision,
     "deploy": _run_deploy,
     "status": _run_status,
+    "unlock": _run_unlock,
 }
 
 

@@ -47,20 +47,28 @@ def _display(path: Path) -> str:
     return str(path.relative_to(PROJECT_ROOT)) if path.is_relative_to(PROJECT_ROOT) else str(path)
 
 
+def _syntax_error(error: SyntaxError, path: Path):
+    where = _display(Path(error.filename)) if error.filename else _display(path)
+    raise ConfigError(
+        f"{where}:{error.lineno}: syntax error: {error.msg}", f"fix line {error.lineno}"
+    ) from None
+
+
 def _build(path: Path) -> Inventory:
     try:
         # pyinfra's loader executes the files with a State in context, as its CLI does.
         with ctx_state.use(State()):
             return make_inventory_from_files(str(path), cwd=str(PROJECT_ROOT))
     except SyntaxError as error:
-        where = _display(Path(error.filename)) if error.filename else _display(path)
-        raise ConfigError(
-            f"{where}:{error.lineno}: syntax error: {error.msg}", f"fix line {error.lineno}"
-        ) from None
+        _syntax_error(error, path)
     except ConfigError:
         raise
     except Exception as error:  # an inventory file is user code: report any failure in it
-        raise ConfigError(f"{_display(path)}: {error}", "fix the inventory file") from None
+        cause = getattr(error, "exception", error)  # pyinfra wraps errors of exec'd files
+        if isinstance(cause, SyntaxError):
+            return _syntax_error(cause, path)
+        where = _display(Path(getattr(error, "filename", None) or path))
+        raise ConfigError(f"{where}: {cause}", "fix that file") from None
 
 
 def _validate_sources(path: Path, inventory: Inventory) -> None:

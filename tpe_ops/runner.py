@@ -175,3 +175,29 @@ def _run(state: State) -> None:
     except PyinfraError as error:
         if "No hosts remaining" not in str(error):
             raise
+
+
+def gather(loaded: LoadedInventory, read: Callable[[Host], Any]) -> dict[str, Any]:
+    """Read facts from each selected host (no operations): {host name: read(host)}.
+
+    A host that cannot be reached maps to an Exception describing why.
+    """
+    quiet_pyinfra()
+    values: dict[str, Any] = {}
+    state = State(loaded.inventory, Config(FAIL_PERCENT=100, CONNECT_TIMEOUT=10),
+                  initial_limit=loaded.hosts)
+    try:
+        connect_all(state)
+        for host in loaded.hosts:
+            if host not in state.active_hosts:
+                values[host.name] = ConnectionError(
+                    "cannot connect (check address, SSH port, key, known_hosts)"
+                )
+                continue
+            from pyinfra.context import ctx_host, ctx_state
+
+            with ctx_state.use(state), ctx_host.use(host):
+                values[host.name] = read(host)
+    finally:
+        disconnect_all(state)
+    return values

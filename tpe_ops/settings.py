@@ -136,7 +136,7 @@ def _is_instance(value: Any, expected: type | tuple[type, ...]) -> bool:
 def validate_values(data: dict[str, Any], source: str) -> None:
     """Check the types of the keys `source` sets (unknown keys are typos: refuse them)."""
     for key, value in data.items():
-        if key.startswith("_"):
+        if key.startswith("_") or value is None:  # None: unset (validate_complete decides)
             continue
         expected = SCHEMA.get(key) or PYINFRA_KEYS.get(key)
         if expected is None:

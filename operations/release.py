@@ -1,0 +1,185 @@
+"""Release directories and the atomic switch (DESIGN.md 3.1-3.3), as facts and operations.
+
+Command builders are pure functions (no I/O); the operations yield them.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
+
+from pyinfra import host
+from pyinfra.api import FactBase, FileUploadCommand, operation
+
+q = shlex.quote
+
+
+class ReleaseState(FactBase):
+    """current release, releases on disk, the last known-good one, bad ones, and the lock."""
+
+    def command(self, deploy_to: str) -> str:
+        d = q(deploy_to)
+        return (
+            f"cd {d} 2>/dev/null && {{ "
+            'echo "current $(basename "$(readlink current 2>/dev/null)" 2>/dev/null)"; '
+            "for r in releases/*/; do [ -d \"$r\" ] && echo \"release $(basename \"$r\")\"; done; "
+            'echo "good $(cat .known-good 2>/dev/null)"; '
+            "for b in releases/*/.bad; do "
+            '[ -f "$b" ] && echo "bad $(basename "$(dirname "$b")")"; done; '
+            '[ -f .deploy.lock/owner ] && echo "lock $(tr -d "\\n" < .deploy.lock/owner)"; '
+            "true; } || true"
+        )
+
+    @staticmethod
+    def default() -> dict[str, Any]:
+        return {"current": None, "releases": [], "known_good": None, "bad": [], "lock": None}
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        state = self.default()
+        for line in output:
+            kind, _, value = line.partition(" ")
+            value = value.strip()
+            if kind == "release":
+                state["releases"].append(value)
+            elif kind == "bad":
+                state["bad"].append(value)
+            elif value and kind in ("current", "lock"):
+                state[kind] = value
+            elif value and kind == "good":
+                state["known_good"] = value
+        state["releases"].sort()
+        return state
+
+
+class HttpCheck(FactBase):
+    """GET a URL from the host itself: status code, seconds, and the body (first 4 KB)."""
+
+    def command(self, url: str, timeout: float) -> str:
+        return (
+            f"curl -sS -m {timeout} -w '\\n__http__ %{{http_code}} %{{time_total}}' {q(url)} "
+            "2>&1 | head -c 8192 || true"
+        )
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        code, seconds, body = 0, 0.0, []
+        for line in output:
+            if line.startswith("__http__ "):
+                _, raw_code, raw_time = line.split()
+                code, seconds = int(raw_code), float(raw_time)
+            else:
+                body.append(line)
+        return {"status": code, "seconds": seconds, "body": "\n".join(body)[:4096]}
+
+
+def release_name(timestamp: str, commit: str) -> str:
+    return f"{timestamp}-{commit[:12]}"
+
+
+def unpack_upload(archive: str, release_dir: str) -> list[str]:
+    return [f"mkdir -p {q(release_dir)}", f"tar -xzf {q(archive)} -C {q(release_dir)}",
+            f"rm -f {q(archive)}"]
+
+
+def unpack_mirror(repo_url: str, mirror: str, commit: str, subdir: str, release: str) -> list[str]:
+    tree = f"{commit}:{subdir}" if subdir else commit
+    return [
+        f"[ -d {q(mirror)} ] || git clone --quiet --mirror {q(repo_url)} {q(mirror)}",
+        f"git -C {q(mirror)} cat-file -e {q(commit + '^{commit}')} 2>/dev/null"
+        f" || git -C {q(mirror)} fetch --quiet --prune origin",
+        f"mkdir -p {q(release)}",
+        f"git -C {q(mirror)} archive --format=tar {q(tree)} | tar -x -C {q(release)}",
+    ]
+
+
+def dependencies_script(release: str, previous: str | None) -> str:
+    """Reuse the previous release's node_modules (hard links) unless the lockfile, package.json
+    files or Node.js version changed; then `npm ci`. The lockfile is never deleted."""
+    prev = q(previous) if previous else "''"
+    return f"""cd {q(release)}
+fp=$( (cat package-lock.json package.json */package.json 2>/dev/null; node --version) \\
+  | sha256sum | cut -c1-64)
+prev={prev}
+old=$( [ -n "$prev" ] && cat "$prev/.deps-fingerprint" 2>/dev/null)
+if [ -n "$old" ] && [ "$old" = "$fp" ]; then
+  for d in $(cd "$prev" && find . -maxdepth 3 -name node_modules -type d -prune); do
+    cp -al "$prev/$d" "$d" && rm -rf "$d/.cache"
+  done
+  echo "dependencies: unchanged, reused from $(basename "$prev") (hard links)"
+else
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "dependencies: installed with npm ci"
+fi
+echo "$fp" > .deps-fingerprint"""
+
+
+def build_script(release: str, previous: str | None, frontend_dir: str, command: str) -> str:
+    """Build inside the new release (never the served one), seeding Next.js's build cache."""
+    cache = f"{frontend_dir}/.next/cache"
+    seed = ""
+    if previous:
+        seed = (
+            f"[ -d {q(previous + '/' + cache)} ] && mkdir -p {q(frontend_dir + '/.next')} && "
+            f"cp -a {q(previous + '/' + cache)} {q(cache)}; "
+        )
+    return f"cd {q(release)} && {seed}NEXT_TELEMETRY_DISABLED=1 {command}"
+
+
+def with_app_env(shared: str, release: str, command: str) -> str:
+    """Run `command` in the release with the backend env loaded into this process only
+    (secrets never appear on a command line)."""
+    return (
+        f"set -a && . {q(shared + '/backend.env')} && set +a && cd {q(release)} && {command}"
+    )
+
+
+def switch_commands(deploy_to: str, release: str) -> list[str]:
+    """Atomic switch: a new symlink renamed over `current` (one rename(2))."""
+    d = q(deploy_to)
+    return [f"cd {d} && ln -sfn releases/{q(release)} current.tmp && mv -T current.tmp current"]
+
+
+def reload_commands(ecosystem: str) -> list[str]:
+    return [f"pm2 startOrReload {q(ecosystem)} --update-env", "pm2 save --force"]
+
+
+def lock_command(deploy_to: str, owner: dict[str, Any]) -> str:
+    lock = q(f"{deploy_to}/.deploy.lock")
+    info = q(json.dumps(owner, sort_keys=True))
+    return (
+        f"mkdir {lock} 2>/dev/null || {{ echo \"deploy lock held: $(cat {lock}/owner)\" >&2; "
+        f"exit 75; }}; printf '%s\\n' {info} > {lock}/owner"
+    )
+
+
+def unlock_command(deploy_to: str, token: str | None) -> str:
+    lock = q(f"{deploy_to}/.deploy.lock")
+    if token is None:  # --force
+        return f"rm -rf {lock}"
+    return f"grep -q {q(token)} {lock}/owner 2>/dev/null && rm -rf {lock} || true"
+
+
+def prune_command(deploy_to: str, keep: list[str]) -> str:
+    """Delete releases not in `keep` (computed by the caller: newest N, current, known-good)."""
+    keep_pattern = " ".join(q(k) for k in keep)
+    return (
+        f"cd {q(deploy_to + '/releases')} && for r in */; do r=${{r%/}}; "
+        f"case \" {keep_pattern} \" in *\" $r \"*) ;; *) rm -rf \"$r\";; esac; done"
+    )
+
+
+def releases_to_keep(releases: list[str], keep: int, current: str | None,
+                     known_good: str | None) -> list[str]:
+    newest = sorted(releases)[-keep:] if keep > 0 else []
+    return sorted(set(newest) | {r for r in (current, known_good) if r})
+
+
+@operation(is_idempotent=False)
+def run_script(script: str):
+    """Run a (multi-line) script as one command: each release step is a change by nature."""
+    yield script
+
+
+@operation(is_idempotent=False)
+def upload(src: str, dest: str):
+    yield FileUploadCommand(src, dest, remote_temp_filename=host.get_temp_filename(dest))
