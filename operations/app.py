@@ -26,9 +26,9 @@ def layout(deploy_to: str) -> dict[str, str]:
     }
 
 
-def backend_env(data, secrets: dict[str, str]) -> dict[str, str]:
-    """The backend's environment: settings, then secrets by their env-file names."""
-    env = {
+def backend_settings(data) -> dict[str, str]:
+    """The backend's non-secret environment (also given to PM2, which stores it in dump.pm2)."""
+    return {
         "NODE_ENV": data.app_node_env,
         "PORT": str(data.app_backend_port),
         "REDIS_HOST": "127.0.0.1",
@@ -40,6 +40,12 @@ def backend_env(data, secrets: dict[str, str]) -> dict[str, str]:
         "DB_POOL_MAX": str(data.db_pool_size),
         **{key: str(value) for key, value in data.app_backend_env.items()},
     }
+
+
+def backend_env(data, secrets: dict[str, str]) -> dict[str, str]:
+    """The backend's env file: settings and secrets. Linked into each release as
+    `<backend>/.env`, it reaches the app without passing through PM2's process list."""
+    env = backend_settings(data)
     for env_name, secret_name in data.app_backend_secrets.items():
         env[env_name] = secrets[secret_name]
     return env
@@ -80,6 +86,7 @@ def app_layout(secrets: dict[str, str]) -> None:
         mode="644",
         apps=pm2_apps(data),
         paths=paths,
+        envs={"backend": backend_settings(data), "frontend": frontend_env(data)},
         jinja_env_kwargs={"trim_blocks": True, "lstrip_blocks": True},
         **owner,
         **root,

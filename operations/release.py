@@ -92,6 +92,14 @@ def unpack_mirror(repo_url: str, mirror: str, commit: str, subdir: str, release:
     ]
 
 
+def link_shared(shared: str, release: str, backend_dir: str) -> list[str]:
+    """Shared files into the release: the backend's env file as `.env`, logs as `logs`."""
+    return [
+        f"ln -sfn {q(shared + '/backend.env')} {q(release + '/' + backend_dir + '/.env')}",
+        f"ln -sfn {q(shared + '/logs')} {q(release + '/logs')}",
+    ]
+
+
 def dependencies_script(release: str, previous: str | None) -> str:
     """Reuse the previous release's node_modules (hard links) unless the lockfile, package.json
     files or Node.js version changed; then `npm ci`. The lockfile is never deleted."""

@@ -183,7 +183,8 @@ def phase_build(d: Deployment):
             mirror = f"{data.app_deploy_to}/repo"
             script = "\n".join(rel.unpack_mirror(
                 data.app_repo, mirror, d.commit, data.app_repo_subdir, release_dir))
-        script += f"\nprintf '%s\\n' {d.commit} > {release_dir}/REVISION"
+        script += f"\nprintf '%s\\n' {d.commit} > {release_dir}/REVISION\n"
+        script += "\n".join(rel.link_shared(paths["shared"], release_dir, data.app_backend_dir))
         rel.run_script(f"set -e\n{script}", name=f"Create release {plan.release}", **app)
         rel.run_script(f"set -e\n{rel.dependencies_script(release_dir, previous_dir)}",
                        name="Install dependencies (or reuse unchanged ones)", **app)

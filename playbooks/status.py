@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from operations.pm2 import Pm2Processes
 from operations.privileges import as_user
-from operations.release import ReleaseState
+from operations.release import HttpCheck, ReleaseState
 from playbooks.common import Options
+from tpe_ops.health import health_problems
 from tpe_ops.inventory import LoadedInventory
 from tpe_ops.runner import HostResult, Printer, RunResult, Step, gather
 
@@ -15,6 +16,11 @@ def _read(host) -> dict:
     return {
         "releases": host.get_fact(ReleaseState, deploy_to=host.data.app_deploy_to, **app),
         "pm2": host.get_fact(Pm2Processes, **app),
+        "health": host.get_fact(
+            HttpCheck,
+            url=f"http://127.0.0.1:{host.data.app_backend_port}{host.data.health_endpoint}",
+            timeout=host.data.health_timeout_seconds,
+        ),
     }
 
 
@@ -24,6 +30,10 @@ def describe(facts: dict) -> list[str]:
         f"current {rel['current'] or '-'}, known-good {rel['known_good'] or '-'}, "
         f"{len(rel['releases'])} release(s) on disk"
     ]
+    health = facts["health"]
+    verdict = "; ".join(health_problems(health)) or "healthy"
+    lines.append(f"health {health['status']} in {health['seconds'] * 1000:.0f} ms: {verdict}"
+                 + (f" {health['body']}" if health["status"] == 200 else ""))
     if rel["lock"]:
         lines.append(f"deploy lock held: {rel['lock']}")
     for proc in facts["pm2"]:
@@ -41,7 +51,10 @@ def status(loaded: LoadedInventory, options: Options, printer: Printer | None) -
         if isinstance(facts, Exception):
             result.error = str(facts)
         else:
+            healthy = not health_problems(facts["health"])
             result.steps = [Step(line, "ok") for line in describe(facts)]
+            if not healthy:
+                result.steps[1].status = "failed"
         for step in result.steps:
             if printer:
                 printer(name, step)

@@ -1,0 +1,36 @@
+"""Helpers for tests that drive the real command line against real hosts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 900
+            ) -> subprocess.CompletedProcess:
+    """Run `deploy.py ARGS` as a user would; returns the completed process (text)."""
+    return subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "deploy.py"), *args],
+        cwd=PROJECT_ROOT, env={**os.environ, **(env or {})}, capture_output=True, text=True,
+        timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+
+
+def run_json(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict, str]:
+    """Run with --json: (exit code, parsed payload, stderr)."""
+    done = run_cli(*args, "--json", env=env)
+    try:
+        payload = json.loads(done.stdout)
+    except json.JSONDecodeError as error:
+        raise AssertionError(f"no JSON (exit {done.returncode}):\n{done.stdout}\n{done.stderr}"
+                             ) from error
+    return done.returncode, payload, done.stderr
+
+
+def changed_steps(payload: dict, host: str) -> list[str]:
+    return [s["name"] for s in payload["hosts"][host]["steps"] if s["status"] == "changed"]
