@@ -108,7 +108,8 @@ def dependencies_script(release: str, previous: str | None) -> str:
 fp=$( (cat package-lock.json package.json */package.json 2>/dev/null; node --version) \\
   | sha256sum | cut -c1-64)
 prev={prev}
-old=$( [ -n "$prev" ] && cat "$prev/.deps-fingerprint" 2>/dev/null)
+old=""
+if [ -n "$prev" ] && [ -f "$prev/.deps-fingerprint" ]; then old=$(cat "$prev/.deps-fingerprint"); fi
 if [ -n "$old" ] && [ "$old" = "$fp" ]; then
   for d in $(cd "$prev" && find . -maxdepth 3 -name node_modules -type d -prune); do
     cp -al "$prev/$d" "$d" && rm -rf "$d/.cache"

@@ -35,11 +35,16 @@ from tpe_ops.settings import pm2_apps
 
 @dataclass
 class HostPlan:
-    previous: str | None
+    previous: str | None  # the current release: dependencies and build cache come from it
     release: str
     known_good: str | None
     releases: list[str] = field(default_factory=list)
     skip_reason: str | None = None
+
+    @property
+    def rollback_to(self) -> str | None:
+        """Where a failed deploy goes back to: the last release that passed verification."""
+        return self.known_good
 
 
 @dataclass
@@ -63,7 +68,7 @@ class Deployment:
         hosts = self.live() if hosts is None else hosts
         if not hosts:
             return
-        subset = LoadedInventory(self.loaded.path, self.loaded.inventory, hosts)
+        subset = self.loaded.fresh([h.name for h in hosts])
         result = run_deploy(subset, func, printer=self.printer)
         for name, outcome in result.hosts.items():
             self.results[name].steps.extend(outcome.steps)
@@ -208,7 +213,7 @@ def _in_root(command: str) -> str:
 def phase_switch(d: Deployment, to_previous: bool = False):
     def run() -> None:
         data, paths, plan, *_ , app = _ctx(d)
-        target = plan.previous if to_previous else plan.release
+        target = plan.rollback_to if to_previous else plan.release
         label = "Switch back to" if to_previous else "Switch current to"
         rel.run_script(" && ".join(rel.switch_commands(data.app_deploy_to, target)),
                        name=f"{label} {target}", **app)
@@ -235,7 +240,8 @@ def phase_finish(d: Deployment, verified: dict[str, bool], reasons: dict[str, st
         record = {
             "time": datetime.now(UTC).isoformat(timespec="seconds"), "user": getpass.getuser(),
             "from": socket.gethostname(), "commit": d.commit, "release": plan.release,
-            "previous": plan.previous, "result": "verified" if ok else "rolled-back",
+            "previous": plan.previous,
+            "result": "verified" if ok else ("rolled-back" if plan.rollback_to else "failed"),
             "reason": None if ok else reasons.get(current_host.name),
         }
         rel.run_script(f"printf '%s\\n' {rel.q(json.dumps(record))} >> {paths['revisions']}",
@@ -265,17 +271,22 @@ def _read_health(host) -> dict:
     }
 
 
+def _still_starting(sample) -> bool:
+    """Not healthy yet, and no app has given up (errored) either."""
+    if isinstance(sample, Exception) or not health_problems(sample["http"]):
+        return False
+    return not any(p.get("status") == "errored" for p in sample["pm2"])
+
+
 def verify(d: Deployment, hosts) -> dict[str, str | None]:
     """Health endpoint answers with the runbook's shape and every app stays online without
     restarts over the stabilisation window. Returns {host: problem or None}."""
     if not hosts:
         return {}
-    subset = LoadedInventory(d.loaded.path, d.loaded.inventory, hosts)
+    subset = d.loaded.fresh([h.name for h in hosts])
     deadline = time.monotonic() + 60
     first = gather(subset, _read_health)
-    while time.monotonic() < deadline and any(
-        not isinstance(v, Exception) and health_problems(v["http"]) for v in first.values()
-    ):
+    while time.monotonic() < deadline and any(_still_starting(v) for v in first.values()):
         time.sleep(1)
         first = gather(subset, _read_health)
     window = max(h.data.health_stabilisation_seconds for h in hosts)
@@ -326,13 +337,13 @@ def deploy(loaded: LoadedInventory, options: Options, printer: Printer | None,
         failed = [h for h in switched if problems.get(h.name)]
         for h in failed:
             d.note(h.name, "failed", f"verification: {problems[h.name]}")
-        back = [h for h in failed if d.plans[h.name].previous]
+        back = [h for h in failed if d.plans[h.name].rollback_to]
         d.phase(phase_switch(d, to_previous=True), back)
         if back:
             back_problems = verify(d, back)
             for h in back:
                 state = back_problems.get(h.name) or "previous release verified"
-                d.note(h.name, "changed", f"rolled back to {d.plans[h.name].previous}: {state}")
+                d.note(h.name, "changed", f"rolled back to {d.plans[h.name].rollback_to}: {state}")
         verified = {h.name: not problems.get(h.name) for h in switched}
         reasons = {name: problem for name, problem in problems.items() if problem}
         d.phase(phase_finish(d, verified, reasons), switched)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from operations.pm2 import Pm2Processes
 from operations.privileges import as_user
 from operations.release import HttpCheck, ReleaseState
@@ -45,6 +47,7 @@ def describe(facts: dict) -> list[str]:
 
 
 def status(loaded: LoadedInventory, options: Options, printer: Printer | None) -> RunResult:
+    started = time.monotonic()
     results = {}
     for name, facts in gather(loaded, _read).items():
         result = HostResult(name)
@@ -59,4 +62,4 @@ def status(loaded: LoadedInventory, options: Options, printer: Printer | None) -
             if printer:
                 printer(name, step)
         results[name] = result
-    return RunResult(dry=False, hosts=results)
+    return RunResult(dry=False, hosts=results, seconds=time.monotonic() - started)

@@ -25,6 +25,13 @@ class LoadedInventory:
     inventory: Inventory
     hosts: list[Host]  # the hosts selected by --limit
 
+    def fresh(self, names: list[str] | None = None) -> LoadedInventory:
+        """A new Inventory with new Host objects (pyinfra hosts keep per-run operation order,
+        so each phase needs its own), limited to `names` (default: the selected hosts)."""
+        wanted = set(names if names is not None else (h.name for h in self.hosts))
+        inventory = _build(self.path)
+        return LoadedInventory(self.path, inventory, [h for h in inventory if h.name in wanted])
+
     @property
     def is_production(self) -> bool:
         return any(host.data.deploy_environment == "production" for host in self.hosts)

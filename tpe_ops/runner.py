@@ -92,6 +92,7 @@ class _StepRecorder(BaseStateCallback):
     def __init__(self, results: dict[str, HostResult], printer: Printer | None) -> None:
         self.results = results
         self.printer = printer
+        self.recorded: set[tuple[str, str]] = set()
 
     def _record(self, host: Host, step: Step) -> None:
         self.results[host.name].steps.append(step)
@@ -105,13 +106,20 @@ class _StepRecorder(BaseStateCallback):
             if op_data is None or host.name not in self.results:
                 continue
             meta = op_data.operation_meta
-            if not meta.is_complete():
+            if not meta.is_complete() or (host.name, op_hash) in self.recorded:
                 continue
+            self.recorded.add((host.name, op_hash))
             if not meta.did_succeed():
                 step = Step(_op_name(state, op_hash), "failed", _op_output(meta))
             else:
                 step = Step(_op_name(state, op_hash), "changed" if meta.did_change() else "ok")
             self._record(host, step)
+
+    def sweep(self, state) -> None:
+        """Record what operation_end missed: pyinfra raises before calling it when the last
+        remaining host fails."""
+        for op_hash in state.op_meta:
+            self.operation_end(state, op_hash)
 
     def host_connect_error(self, state, host, error):
         self.results[host.name].error = redact(f"cannot connect: {error}")
@@ -143,10 +151,12 @@ def run_deploy(
     """Connect to the selected hosts, add the deploy, then run it (or plan it with dry)."""
     started = time.monotonic()
     quiet_pyinfra()
+    loaded = loaded.fresh()
     results = {host.name: HostResult(host.name) for host in loaded.hosts}
     config = Config(DIFF=False, FAIL_PERCENT=100, CONNECT_TIMEOUT=10)
     state = State(loaded.inventory, config, initial_limit=loaded.hosts)
-    state.add_callback_handler(_StepRecorder(results, printer))
+    recorder = _StepRecorder(results, printer)
+    state.add_callback_handler(recorder)
     try:
         connect_all(state)
         _note_unreachable(state, loaded.hosts, results)
@@ -157,7 +167,10 @@ def run_deploy(
                 for host in active:
                     _plan(state, host, results, printer)
             else:
-                _run(state)
+                try:
+                    _run(state)
+                finally:
+                    recorder.sweep(state)
     finally:
         disconnect_all(state)
     return RunResult(dry=dry, hosts=results, seconds=time.monotonic() - started)
@@ -183,6 +196,7 @@ def gather(loaded: LoadedInventory, read: Callable[[Host], Any]) -> dict[str, An
     A host that cannot be reached maps to an Exception describing why.
     """
     quiet_pyinfra()
+    loaded = loaded.fresh()
     values: dict[str, Any] = {}
     state = State(loaded.inventory, Config(FAIL_PERCENT=100, CONNECT_TIMEOUT=10),
                   initial_limit=loaded.hosts)
