@@ -158,7 +158,7 @@ def run_deploy(
     recorder = _StepRecorder(results, printer)
     state.add_callback_handler(recorder)
     try:
-        connect_all(state)
+        _connect(state)
         _note_unreachable(state, loaded.hosts, results)
         active = [h for h in loaded.hosts if h in state.active_hosts]
         if active:
@@ -182,6 +182,15 @@ def _note_unreachable(state: State, hosts: list[Host], results: dict[str, HostRe
             results[host.name].error = "cannot connect (check address, SSH port, key, known_hosts)"
 
 
+def _connect(state: State) -> None:
+    """Connect to every host; unreachable ones are reported per host, not raised."""
+    try:
+        connect_all(state)
+    except PyinfraError as error:
+        if "No hosts remaining" not in str(error):
+            raise
+
+
 def _run(state: State) -> None:
     try:
         run_ops(state)
@@ -201,7 +210,7 @@ def gather(loaded: LoadedInventory, read: Callable[[Host], Any]) -> dict[str, An
     state = State(loaded.inventory, Config(FAIL_PERCENT=100, CONNECT_TIMEOUT=10),
                   initial_limit=loaded.hosts)
     try:
-        connect_all(state)
+        _connect(state)
         for host in loaded.hosts:
             if host not in state.active_hosts:
                 values[host.name] = ConnectionError(

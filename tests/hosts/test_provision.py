@@ -112,9 +112,12 @@ def test_deploy_then_reboot_brings_everything_back(host, inventory, secret_env):
 def test_no_secret_in_output_logs_or_files(host, postgres_db):
     secret = postgres_db.password
     assert OUTPUTS and not any(secret in text for text in OUTPUTS)
+    # The pattern goes through stdin: on a command line, sudo would log it to the journal.
     found = host.ssh(
-        f"sudo grep -rlF -- '{secret}' /home /etc /var/log /tmp /root /var/lib/redis || true"
+        "sudo grep -rlF -f /dev/stdin /home /etc /var/log /tmp /root /var/lib/redis || true",
+        input_text=secret + "\n",
     ).stdout.split()
     assert found == ["/home/ubuntu/The-Power100-Experience/shared/backend.env"]
     assert secret not in host.ssh("pm2 jlist").stdout
+    assert secret not in host.ssh("cat ~/.pm2/dump.pm2").stdout
     assert secret not in host.ssh("ps -eo args").stdout
