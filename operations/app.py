@@ -7,7 +7,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import files
 
-from operations.privileges import as_root
+from operations.privileges import as_root, as_user, connected_user
 from operations.templates import template_path
 from tpe_ops.settings import pm2_apps
 
@@ -64,7 +64,8 @@ def app_layout(secrets: dict[str, str]) -> None:
     data = host.data
     paths = layout(data.app_deploy_to)
     owner = {"user": data.app_user, "group": data.app_user}
-    root = as_root(host)
+    # As the app user where we connect as it (EC2: ubuntu): no sudo round trips.
+    root = as_user(host, data.app_user) if connected_user(host) == data.app_user else as_root(host)
     for key in ("deploy_to", "releases", "shared", "logs"):
         files.directory(
             name=f"Directory {paths[key]}", path=paths[key], mode="755", **owner, **root

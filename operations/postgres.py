@@ -113,7 +113,9 @@ def database(database_name: str, owner: str):
 def local_postgres(password: str) -> None:
     data = host.data
     root = as_root(host)
-    apt.packages(name="Install postgresql", packages=["postgresql"], **root)
+    apt.packages(
+        name="Install postgresql", packages=["postgresql"], no_recommends=True, **root
+    )
     service(name="Enable and start postgresql", unit="postgresql", **root)
     pg = as_user(host, "postgres")
     role(data.db_user, password, name=f"Role {data.db_user}", **pg)

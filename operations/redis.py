@@ -17,7 +17,9 @@ REDIS_UNIT = "redis-server"
 @deploy("Redis cache")
 def redis_cache() -> None:
     root = as_root(host)
-    apt.packages(name="Install redis-server", packages=["redis-server"], **root)
+    apt.packages(
+        name="Install redis-server", packages=["redis-server"], no_recommends=True, **root
+    )
     # Read before the template runs: catches a restart lost by an earlier failed run.
     stale = host.get_fact(ConfigNewerThanService, path=REDIS_CONF, unit=REDIS_UNIT, **root)
     config = files.template(
