@@ -7,7 +7,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import files
 
-from operations.privileges import as_root, as_user, connected_user
+from operations.privileges import as_root, connected_user
 from operations.templates import template_path
 from tpe_ops.settings import pm2_apps
 
@@ -65,7 +65,7 @@ def app_layout(secrets: dict[str, str]) -> None:
     paths = layout(data.app_deploy_to)
     owner = {"user": data.app_user, "group": data.app_user}
     # As the app user where we connect as it (EC2: ubuntu): no sudo round trips.
-    root = as_user(host, data.app_user) if connected_user(host) == data.app_user else as_root(host)
+    root = {} if connected_user(host) == data.app_user else as_root(host)
     for key in ("deploy_to", "releases", "shared", "logs"):
         files.directory(
             name=f"Directory {paths[key]}", path=paths[key], mode="755", **owner, **root

@@ -154,7 +154,9 @@ def run_deploy(
     loaded = loaded.fresh()
     results = {host.name: HostResult(host.name) for host in loaded.hosts}
     config = Config(DIFF=False, FAIL_PERCENT=100, CONNECT_TIMEOUT=10)
-    state = State(loaded.inventory, config, initial_limit=loaded.hosts)
+    # Facts are read when an operation is added and again when it runs; a real run only
+    # needs the second (half the SSH round trips), a dry run only the first.
+    state = State(loaded.inventory, config, check_for_changes=dry, initial_limit=loaded.hosts)
     recorder = _StepRecorder(results, printer)
     state.add_callback_handler(recorder)
     try:
