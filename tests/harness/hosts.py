@@ -128,9 +128,11 @@ class TestHost:
     ) -> subprocess.CompletedProcess[str]:
         """Run ``cmd`` (a shell string) as ``ubuntu`` on the host over SSH."""
         argv = [*self.ssh_argv(known_hosts), cmd]
-        stdin = subprocess.DEVNULL if input_text is None else None  # never the terminal's
-        proc = subprocess.run(argv, input=input_text, stdin=stdin, capture_output=True,
-                              text=True, timeout=timeout, check=False)
+        # Never the terminal's stdin. Pass `stdin` or `input`, not both: gevent's
+        # subprocess (pyinfra imports gevent) refuses both even when stdin is None.
+        feed = {"stdin": subprocess.DEVNULL} if input_text is None else {"input": input_text}
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              check=False, **feed)
         if check and proc.returncode != 0:
             raise SSHCommandError(proc.returncode, cmd, proc.stdout, proc.stderr)
         return proc
