@@ -10,7 +10,7 @@ from operations.app import app_layout
 from operations.postgres import local_postgres
 from operations.privileges import as_root, as_user, home_of
 from operations.redis import redis_cache
-from operations.system import ServiceManager
+from operations.system import ServiceManager, apt_lists
 
 # npm draws `npm list` trees in ASCII without a UTF-8 locale (pyinfra facts parse unicode).
 NPM_ENV = {"npm_config_unicode": "true"}
@@ -28,6 +28,7 @@ def provision_host(secrets_by_host: dict[str, dict[str, str]]) -> None:
     root = as_root(host)
     app_user = as_user(host, data.app_user)
 
+    apt_lists(name="apt package lists", **root)
     nodejs.installed(
         name=f"Node.js {data.node_major_version} ({data.node_install_method})",
         major=data.node_major_version,

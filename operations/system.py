@@ -45,3 +45,22 @@ def service(unit: str, running: bool = True, enabled: bool = True, restarted: bo
         )
     else:
         yield from sysvinit.service._inner(service=unit, running=running, restarted=restarted)
+
+
+class AptListsPresent(FactBase):
+    """Whether apt has package lists (a fresh machine or image may have none)."""
+
+    def command(self) -> str:
+        return "ls /var/lib/apt/lists/ 2>/dev/null | grep -q '_Packages' && echo yes || echo no"
+
+    def process(self, output: list[str]) -> bool:
+        return bool(output) and output[0].strip() == "yes"
+
+
+@operation()
+def apt_lists():
+    """`apt-get update` once on a machine that has never fetched package lists."""
+    if host.get_fact(AptListsPresent):
+        host.noop("apt package lists are present")
+        return
+    yield "apt-get update -qq"
