@@ -37,6 +37,8 @@ COMMANDS: dict[str, str] = {
     "deploy": "deploy the app: new release, build, migrate, atomic switch, reload, verify",
     "status": "releases and PM2 processes on each host",
     "unlock": "clear the deploy lock (yours; anyone's with --force)",
+    "rollback": "switch back to a kept release (seconds) or build any commit; migration guard",
+    "releases": "per host: releases, commits, who deployed them, status, instant rollback",
 }
 
 
@@ -52,10 +54,20 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
         if name == "unlock":
             command.add_argument("--force", action="store_true", help="clear anyone's lock")
+        if name == "rollback":
+            command.add_argument("--to", metavar="COMMIT|RELEASE",
+                                 help="target (default: the last verified release before current)")
+            command.add_argument("--force", action="store_true",
+                                 help="roll back even though newer migrations are applied")
+            command.add_argument("--reason", help="what went wrong (for the incident record)")
         if name == "deploy":
             command.add_argument(
                 "--commit", metavar="REF", help="commit or branch (default: app_branch)"
             )
+            command.add_argument("--unverified-ok", action="store_true",
+                                 help="production: deploy a commit not verified on staging")
+            command.add_argument("--unhealthy-ok", action="store_true",
+                                 help="deploy even though hosts are unhealthy before it")
     return parser
 
 
@@ -83,17 +95,33 @@ def _run_unlock(args: argparse.Namespace, options: Options, printer) -> RunResul
     return unlock(load_inventory(options.inventory, options.limit), options, printer, args.force)
 
 
+def _run_rollback(args: argparse.Namespace, options: Options, printer) -> RunResult:
+    from playbooks.rollback import rollback
+
+    loaded = load_inventory(options.inventory, options.limit)
+    return rollback(loaded, options, printer, args.to, args.force, args.reason)
+
+
+def _run_releases(args: argparse.Namespace, options: Options, printer) -> RunResult:
+    from playbooks.releases import releases
+
+    return releases(load_inventory(options.inventory, options.limit), options, printer)
+
+
 RUNNERS: dict[str, Callable[..., RunResult]] = {
     "provision": _run_provision,
     "deploy": _run_deploy,
     "status": _run_status,
     "unlock": _run_unlock,
+    "rollback": _run_rollback,
+    "releases": _run_releases,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    options = Options(args.inventory, args.limit, args.dry, args.yes, args.json)
+    options = Options(args.inventory, args.limit, args.dry, args.yes, args.json,
+                      getattr(args, "unverified_ok", False), getattr(args, "unhealthy_ok", False))
     printer = None if args.json else print_step
     try:
         result = RUNNERS[args.command](args, options, printer)

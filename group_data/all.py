@@ -8,6 +8,8 @@ production runbook of The Power100 Experience.
 # --- deploy_: what kind of environment this inventory is ----------------------------------
 # "production" asks for confirmation before changing anything (unless --yes).
 deploy_environment = "production"
+# A production deploy of a commit not verified on this inventory asks for --unverified-ok.
+deploy_verify_inventory = "staging"
 
 # --- app_: the application and where it lives --------------------------------------------
 app_name = "tpe"
@@ -37,6 +39,8 @@ app_backend_secrets = {"DB_PASSWORD": "TPE_DB_PASSWORD"}
 app_build_command = "npm run build"
 app_migrate_command = "npm run migrate"
 app_warm_cache_command = "npm run warm-cache"
+# Where the release's SQL migrations are (the rollback guard compares them with the database).
+app_migrations_dir = "tpe-backend/migrations"
 
 # --- node_: Node.js runtime ----------------------------------------------------------------
 node_major_version = 20
@@ -90,6 +94,7 @@ db_name = "tpedb"
 db_user = "tpeadmin"
 # The app's connection pool size (DB_POOL_MAX), against which connection use is judged.
 db_pool_size = 20
+db_migrations_table = "schema_migrations"
 # Provision a local PostgreSQL server as a stand-in for RDS (the embedded local target).
 db_provision_local = False
 
@@ -109,6 +114,8 @@ health_public_endpoints = [
 ]
 # Seconds the apps must stay online without restarts after a reload (runbook waits 120 s).
 health_stabilisation_seconds = 10
+# After a rollback to a release that already passed verification, a shorter window.
+health_rollback_stabilisation_seconds = 2
 health_timeout_seconds = 5
 
 # --- threshold_: the runbook's numbers (sections 2, 3, 5) -----------------------------------

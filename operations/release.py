@@ -16,39 +16,46 @@ q = shlex.quote
 
 
 class ReleaseState(FactBase):
-    """current release, releases on disk, the last known-good one, bad ones, and the lock."""
+    """current release, releases on disk (commit and markers of each), the last known-good
+    one, bad ones, and the lock."""
 
     def command(self, deploy_to: str) -> str:
         d = q(deploy_to)
         return (
             f"cd {d} 2>/dev/null && {{ "
             'echo "current $(basename "$(readlink current 2>/dev/null)" 2>/dev/null)"; '
-            "for r in releases/*/; do [ -d \"$r\" ] && echo \"release $(basename \"$r\")\"; done; "
+            'for r in releases/*/; do [ -d "$r" ] || continue; '
+            'f=""; for m in complete verified bad; do [ -f "$r.$m" ] && f="$f,$m"; done; '
+            'echo "release $(basename "$r") $(cat "${r}REVISION" 2>/dev/null || echo -) ${f:-,}"; '
+            "done; "
             'echo "good $(cat .known-good 2>/dev/null)"; '
-            "for b in releases/*/.bad; do "
-            '[ -f "$b" ] && echo "bad $(basename "$(dirname "$b")")"; done; '
             '[ -f .deploy.lock/owner ] && echo "lock $(tr -d "\\n" < .deploy.lock/owner)"; '
             "true; } || true"
         )
 
     @staticmethod
     def default() -> dict[str, Any]:
-        return {"current": None, "releases": [], "known_good": None, "bad": [], "lock": None}
+        return {"current": None, "releases": [], "meta": {}, "known_good": None, "bad": [],
+                "lock": None}
 
     def process(self, output: list[str]) -> dict[str, Any]:
         state = self.default()
         for line in output:
             kind, _, value = line.partition(" ")
             value = value.strip()
-            if kind == "release":
-                state["releases"].append(value)
-            elif kind == "bad":
-                state["bad"].append(value)
+            if kind == "release":  # name, commit, flags
+                name, commit, flags = (value.split() + ["-", ","])[:3]
+                state["releases"].append(name)
+                state["meta"][name] = {
+                    "commit": None if commit == "-" else commit,
+                    **{m: m in flags.split(",") for m in ("complete", "verified", "bad")},
+                }
             elif value and kind in ("current", "lock"):
                 state[kind] = value
             elif value and kind == "good":
                 state["known_good"] = value
         state["releases"].sort()
+        state["bad"] = [name for name in state["releases"] if state["meta"][name]["bad"]]
         return state
 
 
@@ -177,10 +184,70 @@ def prune_command(deploy_to: str, keep: list[str]) -> str:
     )
 
 
-def releases_to_keep(releases: list[str], keep: int, current: str | None,
+def releases_to_keep(meta: dict[str, dict[str, Any]], keep: int, current: str | None,
                      known_good: str | None) -> list[str]:
-    newest = sorted(releases)[-keep:] if keep > 0 else []
+    """The newest `keep` complete releases, plus current and known-good whatever they are.
+    Partial releases (an interrupted build) are not kept."""
+    complete = sorted(name for name, flags in meta.items() if flags.get("complete"))
+    newest = complete[-keep:] if keep > 0 else []
     return sorted(set(newest) | {r for r in (current, known_good) if r})
+
+
+class RevisionsLog(FactBase):
+    """The last entries of the host's revisions log (JSON lines)."""
+
+    def command(self, path: str, lines: int = 200) -> str:
+        return f"tail -n {int(lines)} {q(path)} 2>/dev/null || true"
+
+    @staticmethod
+    def default() -> list:
+        return []
+
+    def process(self, output: list[str]) -> list[dict[str, Any]]:
+        entries = []
+        for line in output:
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return entries
+
+
+class ReleaseMigrations(FactBase):
+    """Migration names (file stems) a release's code knows."""
+
+    def command(self, path: str) -> str:
+        return f"ls -1 {q(path)} 2>/dev/null | sed -n 's/\\.sql$//p' || true"
+
+    @staticmethod
+    def default() -> list:
+        return []
+
+    def process(self, output: list[str]) -> list[str]:
+        return sorted(line.strip() for line in output if line.strip())
+
+
+APPLIED_MIGRATIONS_JS = (
+    "const {Client}=require('pg');const c=new Client({host:process.env.DB_HOST,"
+    "port:+process.env.DB_PORT,database:process.env.DB_NAME,user:process.env.DB_USER,"
+    "password:process.env.DB_PASSWORD});c.connect().then(()=>c.query("
+    "'SELECT version FROM '+process.argv[1]+' ORDER BY version')).then(r=>{"
+    "for(const x of r.rows)console.log('applied '+x.version);return c.end()})"
+    ".catch(e=>{console.log('error '+e.message);process.exit(0)})"
+)
+
+
+class AppliedMigrations(FactBase):
+    """Versions recorded in the app's migrations table, read through the app host with the
+    app's own driver and env file (the password stays in that one process's environment)."""
+
+    def command(self, shared: str, backend: str, table: str) -> str:
+        return with_app_env(shared, backend, f"node -e {q(APPLIED_MIGRATIONS_JS)} {q(table)}")
+
+    def process(self, output: list[str]) -> dict[str, Any]:
+        applied = [line[8:].strip() for line in output if line.startswith("applied ")]
+        errors = [line[6:].strip() for line in output if line.startswith("error ")]
+        return {"applied": applied, "error": errors[0] if errors else None}
 
 
 @operation(is_idempotent=False)

@@ -17,6 +17,8 @@ class Options:
     dry: bool = False
     yes: bool = False
     json: bool = False
+    unverified_ok: bool = False  # deploy: production commit not verified on staging
+    unhealthy_ok: bool = False  # deploy: hosts unhealthy before the deploy
 
 
 def secrets_for_hosts(loaded: LoadedInventory) -> dict[str, dict[str, str]]:

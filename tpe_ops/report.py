@@ -47,7 +47,7 @@ def as_json(command: str, result: RunResult, extra: dict[str, Any] | None = None
         "seconds": round(result.seconds, 3),
         "hosts": {
             name: {"ok": h.ok, "changed": h.changed, "error": h.error,
-                   "steps": [asdict(s) for s in h.steps]}
+                   "steps": [asdict(s) for s in h.steps], **h.data}
             for name, h in result.hosts.items()
         },
         **(extra or {}),

@@ -28,6 +28,7 @@ class Step:
     name: str
     status: str  # changed | ok | failed | would-change
     detail: str = ""
+    output: list[str] = field(default_factory=list)  # last lines of stdout, redacted
 
 
 @dataclass
@@ -35,6 +36,7 @@ class HostResult:
     name: str
     steps: list[Step] = field(default_factory=list)
     error: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)  # command-specific figures for --json
 
     @property
     def ok(self) -> bool:
@@ -80,12 +82,21 @@ def _op_name(state: State, op_hash: str) -> str:
     return name.split(" | ", 1)[1] if " | " in name else name
 
 
-def _op_output(meta) -> str:
+def _lines(meta, stream: str) -> list[str]:
     try:
-        lines = meta.stderr_lines or meta.stdout_lines
-    except Exception:  # not executed: no output to show
-        return ""
-    return redact("; ".join(line.strip() for line in lines[-3:] if line.strip()))
+        lines = getattr(meta, f"{stream}_lines")
+    except RuntimeError:  # not executed: no output
+        return []
+    return [redact(line.rstrip()) for line in lines[-20:] if line.strip()]
+
+
+def _step(name: str, meta) -> Step:
+    out = _lines(meta, "stdout")
+    if not meta.did_succeed():
+        problem = _lines(meta, "stderr") or out
+        return Step(name, "failed", "; ".join(problem[-3:]), out)
+    changed = meta.did_change()
+    return Step(name, "changed" if changed else "ok", out[-1] if changed and out else "", out)
 
 
 class _StepRecorder(BaseStateCallback):
@@ -109,11 +120,7 @@ class _StepRecorder(BaseStateCallback):
             if not meta.is_complete() or (host.name, op_hash) in self.recorded:
                 continue
             self.recorded.add((host.name, op_hash))
-            if not meta.did_succeed():
-                step = Step(_op_name(state, op_hash), "failed", _op_output(meta))
-            else:
-                step = Step(_op_name(state, op_hash), "changed" if meta.did_change() else "ok")
-            self._record(host, step)
+            self._record(host, _step(_op_name(state, op_hash), meta))
 
     def sweep(self, state) -> None:
         """Record what operation_end missed: pyinfra raises before calling it when the last

@@ -33,6 +33,9 @@ NUMBER = (int, float)
 # key -> accepted type(s). Everything the tool reads from host data is listed here.
 SCHEMA: dict[str, type | tuple[type, ...]] = {
     "deploy_environment": str,
+    "deploy_verify_inventory": str,
+    "app_migrations_dir": str,
+    "db_migrations_table": str,
     "app_name": str,
     "app_repo": str,
     "app_repo_subdir": str,
@@ -77,6 +80,7 @@ SCHEMA: dict[str, type | tuple[type, ...]] = {
     "health_public_url": str,
     "health_public_endpoints": list,
     "health_stabilisation_seconds": NUMBER,
+    "health_rollback_stabilisation_seconds": NUMBER,
     "health_timeout_seconds": NUMBER,
     "threshold_p95_warning_ms": NUMBER,
     "threshold_p95_critical_ms": NUMBER,

@@ -1,18 +1,28 @@
-"""Fixtures for tests against real hosts: the example app as a git repository, inventories."""
+"""Fixtures for tests against real hosts: the example app as a git repository, inventories,
+and one provisioned host shared by the deploy and rollback modules."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.harness.hosts import write_inventory
-from tests.helpers import PROJECT_ROOT
+from tests.harness.hosts import TestHost, write_inventory
+from tests.helpers import PROJECT_ROOT, run_cli
 
 EXAMPLE_APP = PROJECT_ROOT / "examples" / "tpe-app"
 IGNORE = shutil.ignore_patterns("node_modules", ".next", "*.log")
+DEPLOY_TO = "/home/ubuntu/The-Power100-Experience"
+
+# The tags of `app_repo`, each one commit on top of `good` (main stays at `good`).
+APP_TAGS = ("good", "code-change", "deps-change", "migration", "crash", "slow")
+CODE_CHANGE_VERSION = "1.0.0+code-change"
+CODE_CHANGE_TEXT = "AI concierge for contractors (code-change)."
+MIGRATION = "003_add_notes"
 
 
 def git(repo: Path, *args: str) -> str:
@@ -22,15 +32,81 @@ def git(repo: Path, *args: str) -> str:
     ).stdout.strip()
 
 
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{path}: {old!r} not found (the example app changed?)"
+    path.write_text(text.replace(old, new, 1))
+
+
+def _code_change(repo: Path) -> None:
+    """Code only: the page text and the backend's reported version (config.js, not
+    package.json: the dependency fingerprint covers every package.json)."""
+    _edit(repo / "tpe-front-end/app/page.js", "AI concierge for contractors.", CODE_CHANGE_TEXT)
+    _edit(repo / "tpe-backend/src/config.js", "return require('../package.json').version;",
+          "return `${require('../package.json').version}+code-change`;")
+
+
+def _deps_change(repo: Path) -> None:
+    """One small pure-JS dependency (ms@2.1.3) for the backend; lockfile regenerated."""
+    package = repo / "tpe-backend/package.json"
+    data = json.loads(package.read_text())
+    data["dependencies"] = dict(sorted({**data["dependencies"], "ms": "2.1.3"}.items()))
+    package.write_text(json.dumps(data, indent=2) + "\n")
+    subprocess.run(
+        ["npm", "install", "--package-lock-only", "--ignore-scripts", "--no-audit", "--no-fund",
+         "--loglevel=error"], cwd=repo, check=True, capture_output=True, text=True, timeout=300,
+    )
+    assert '"ms": "2.1.3"' in (repo / "package-lock.json").read_text()
+
+
+def _migration(repo: Path) -> None:
+    (repo / f"tpe-backend/migrations/{MIGRATION}.sql").write_text(
+        "-- 003_add_notes: free-text notes on contractors.\n\n"
+        "ALTER TABLE contractors ADD COLUMN notes text;\n")
+
+
+def _crash(repo: Path) -> None:
+    (repo / "tpe-backend/config/boot.json").write_text('{ "crashOnBoot": true }\n')
+
+
+def _slow(repo: Path) -> None:
+    (repo / "tpe-backend/config/latency.json").write_text('{ "latencyMs": 400 }\n')
+
+
+CHANGES: dict[str, Callable[[Path], None]] = {
+    "code-change": _code_change, "deps-change": _deps_change, "migration": _migration,
+    "crash": _crash, "slow": _slow,
+}
+
+
 @pytest.fixture(scope="session")
 def app_repo(tmp_path_factory) -> Path:
-    """The bundled example app committed into its own repository (branch main)."""
+    """The bundled example app committed into its own repository (branch main, at tag `good`),
+    with tags `code-change`, `deps-change`, `migration`, `crash` and `slow`: one commit each,
+    on top of `good`."""
     repo = tmp_path_factory.mktemp("app-repo")
     shutil.copytree(EXAMPLE_APP, repo, dirs_exist_ok=True, ignore=IGNORE)
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "good: the example app")
+    git(repo, "tag", "good")
+    for tag, change in CHANGES.items():
+        git(repo, "checkout", "-q", "--detach", "good")
+        change(repo)
+        git(repo, "add", "-A")
+        git(repo, "commit", "-qm", tag)
+        git(repo, "tag", tag)
+    git(repo, "checkout", "-q", "main")
+    assert git(repo, "rev-parse", "main") == git(repo, "rev-parse", "good^{commit}")
     return repo
+
+
+@pytest.fixture(scope="session")
+def commit_of(app_repo) -> Callable[[str], str]:
+    """Full commit id of a tag or ref of `app_repo`."""
+    def resolve(ref: str) -> str:
+        return git(app_repo, "rev-parse", f"{ref}^{{commit}}")
+    return resolve
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +132,24 @@ def make_inventory(tmp_path_factory, app_repo, postgres_db):
 @pytest.fixture(scope="session")
 def secret_env(postgres_db) -> dict[str, str]:
     return {"TPE_DB_PASSWORD": postgres_db.password}
+
+
+@pytest.fixture(scope="session")
+def provisioned_host(host_factory, make_inventory, secret_env) -> tuple[TestHost, str]:
+    """One host, provisioned (no release yet), and its inventory: shared by test_deploy and
+    test_rollback. Modules using it leave it unlocked and serving."""
+    (host,) = host_factory(1)
+    inventory = str(make_inventory([host], "app-host"))
+    done = run_cli("provision", "-i", inventory, env=secret_env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return host, inventory
+
+
+@pytest.fixture(scope="session")
+def app_host(provisioned_host) -> TestHost:
+    return provisioned_host[0]
+
+
+@pytest.fixture(scope="session")
+def app_inventory(provisioned_host) -> str:
+    return provisioned_host[1]

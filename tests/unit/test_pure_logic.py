@@ -71,11 +71,15 @@ def test_pm2_problems_detect_missing_errored_and_restarts():
 
 def test_release_state_fact_parsing():
     state = ReleaseState().process([
-        "current 20260101000000-abc", "release 20260101000000-abc", "release 20250101000000-old",
-        "good 20260101000000-abc", "bad 20250101000000-old", 'lock {"user": "ann"}',
+        "current 20260101000000-abc", "release 20260101000000-abc abc123 ,complete,verified",
+        "release 20250101000000-old old456 ,complete,bad", "release 20240101000000-x - ,",
+        "good 20260101000000-abc", 'lock {"user": "ann"}',
     ])
+    assert state["meta"]["20260101000000-abc"] == {
+        "commit": "abc123", "complete": True, "verified": True, "bad": False}
+    assert state["meta"]["20240101000000-x"]["commit"] is None
     assert state["current"] == "20260101000000-abc"
-    assert state["releases"] == ["20250101000000-old", "20260101000000-abc"]
+    assert state["releases"] == ["20240101000000-x", "20250101000000-old", "20260101000000-abc"]
     assert state["bad"] == ["20250101000000-old"] and state["lock"] == '{"user": "ann"}'
     assert ReleaseState().process(["current ", "good "])["current"] is None
 
@@ -87,8 +91,10 @@ def test_http_check_fact_parsing():
 
 def test_keep_releases_never_drops_current_or_known_good():
     releases = [f"2026010{i}000000-c{i}" for i in range(1, 8)]
-    keep = releases_to_keep(releases, 3, current=releases[0], known_good=releases[1])
-    assert keep == sorted([releases[0], releases[1], *releases[-3:]])
+    meta = {name: {"complete": True} for name in releases}
+    meta[releases[-1]] = {"complete": False}  # an interrupted build: not kept
+    keep = releases_to_keep(meta, 3, current=releases[0], known_good=releases[1])
+    assert keep == sorted([releases[0], releases[1], *releases[-4:-1]])
     assert release_name("20260101000000", "a" * 40) == "20260101000000-aaaaaaaaaaaa"
 
 
@@ -103,3 +109,39 @@ def test_scram_verifier_round_trip():
     assert verifier_matches(verifier, "pa$$word'with\"quotes")
     assert not verifier_matches(verifier, "other")
     assert not verifier_matches(None, "x") and not verifier_matches("md5abc", "x")
+
+
+def test_rollback_target_and_release_rows():
+    from playbooks.releases import release_rows
+    from playbooks.rollback import pick_target
+
+    state = ReleaseState().process([
+        "current 20260103000000-ccc",
+        "release 20260101000000-aaa aaa111 ,complete,verified",
+        "release 20260102000000-bbb bbb222 ,complete,bad",
+        "release 20260103000000-ccc ccc333 ,complete,verified",
+        "release 20260104000000-ddd - ,",
+        "good 20260103000000-ccc",
+    ])
+    assert pick_target(state, None) == "20260101000000-aaa"  # skips the bad one
+    assert pick_target(state, "bbb2") == "20260102000000-bbb"  # explicit: allowed
+    assert pick_target(state, "20260101000000-aaa") == "20260101000000-aaa"
+    assert pick_target(state, "eee") is None  # not on disk: build it
+    rows = {r["release"]: r for r in release_rows(state, [
+        {"release": "20260101000000-aaa", "user": "ann", "from": "laptop"}])}
+    assert rows["20260103000000-ccc"]["status"] == "current"
+    assert rows["20260102000000-bbb"]["status"] == "bad"
+    assert rows["20260104000000-ddd"]["status"] == "partial"
+    assert rows["20260101000000-aaa"]["by"] == "ann@laptop"
+    assert rows["20260101000000-aaa"]["instant_rollback"] is True
+    assert rows["20260103000000-ccc"]["instant_rollback"] is False
+
+
+def test_incident_record_says_what_when_from_to():
+    from tpe_ops.incident import incident_markdown, incident_record
+
+    record = incident_record("web1", "2026-01-01T00:00:00+00:00", "error rate 7%", "r2", "r1",
+                             "a" * 40, "verified, serving", "none", ["003_add_notes"])
+    text = incident_markdown(record)
+    assert "error rate 7%" in text and "r2" in text and "r1" in text
+    assert "003_add_notes" in text and "not rolled back" in text

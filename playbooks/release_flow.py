@@ -1,0 +1,320 @@
+"""The release engine shared by `deploy` and `rollback`:
+
+lock -> build (when the target is not on disk) -> guard -> switch -> reload -> verify ->
+keep, or switch back -> record -> unlock.
+
+Each phase is its own pyinfra run (fresh State), so the engine decides between phases. Every
+host ends on the target release (verified) or on the release it had before; the lock is
+released on every exit path, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pyinfra import host as current_host
+
+from operations import release as rel
+from operations.app import layout
+from operations.pm2 import Pm2Processes
+from operations.privileges import as_user
+from tpe_ops.health import health_problems, pm2_problems
+from tpe_ops.inventory import LoadedInventory
+from tpe_ops.runner import HostResult, Printer, RunResult, Step, gather, run_deploy
+from tpe_ops.settings import pm2_apps
+
+MIGRATE_STEP = "Run pending database migrations"
+
+
+@dataclass
+class HostPlan:
+    previous: str | None  # current release now: dependencies and build cache come from it
+    release: str  # the target release
+    commit: str
+    build: bool  # the target is not on disk yet
+    rollback_to: str | None  # where a failed verification goes back to
+    meta: dict[str, dict[str, Any]] = field(default_factory=dict)
+    known_good: str | None = None
+    skip_reason: str | None = None
+
+
+@dataclass
+class Flow:
+    kind: str  # deploy | rollback
+    loaded: LoadedInventory
+    plans: dict[str, HostPlan]
+    printer: Printer | None
+    archive: str | None = None  # upload source: a tar.gz of the commit
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    results: dict[str, HostResult] = field(default_factory=dict)
+    verified: dict[str, bool] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.results = {h.name: HostResult(h.name) for h in self.loaded.hosts}
+
+    def live(self) -> list:
+        """Hosts still going: planned, not skipped, not failed."""
+        return [h for h in self.loaded.hosts
+                if not self.plans[h.name].skip_reason and self.results[h.name].ok]
+
+    def phase(self, func: Callable[[], None], hosts: list | None = None) -> None:
+        hosts = self.live() if hosts is None else hosts
+        if not hosts:
+            return
+        result = run_deploy(self.loaded.fresh([h.name for h in hosts]), func,
+                            printer=self.printer)
+        for name, outcome in result.hosts.items():
+            self.results[name].steps.extend(outcome.steps)
+            self.results[name].error = self.results[name].error or outcome.error
+
+    def note(self, host_name: str, status: str, text: str) -> None:
+        step = Step(text, status)
+        self.results[host_name].steps.append(step)
+        if self.printer:
+            self.printer(host_name, step)
+
+    def migrations_applied(self, host_name: str) -> list[str]:
+        for step in self.results[host_name].steps:
+            if step.name == MIGRATE_STEP:
+                return [line.split()[1] for line in step.output if line.startswith("applied ")]
+        return []
+
+
+# --- phases: each is a pyinfra deploy reading its host's plan -------------------------------
+
+def _ctx(flow: Flow):
+    data = current_host.data
+    paths = layout(data.app_deploy_to)
+    plan = flow.plans[current_host.name]
+    release_dir = f"{paths['releases']}/{plan.release}"
+    previous_dir = f"{paths['releases']}/{plan.previous}" if plan.previous else None
+    return data, paths, plan, release_dir, previous_dir, as_user(current_host, data.app_user)
+
+
+def _owner(flow: Flow) -> dict[str, str]:
+    plan = flow.plans[current_host.name]
+    return {"user": getpass.getuser(), "from": socket.gethostname(), "action": flow.kind,
+            "commit": plan.commit, "token": flow.token,
+            "since": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+def in_app_root(command: str) -> str:
+    """The app's npm scripts live in the monorepo root, one level above the backend."""
+    return f"cd .. && {command}"
+
+
+def phase_lock(flow: Flow):
+    def run() -> None:
+        data, *_, app = _ctx(flow)
+        rel.run_script(rel.lock_command(data.app_deploy_to, _owner(flow)),
+                       name="Take the deploy lock", **app)
+    return run
+
+
+def phase_unlock(flow: Flow):
+    def run() -> None:
+        data, *_, app = _ctx(flow)
+        rel.run_script(rel.unlock_command(data.app_deploy_to, flow.token),
+                       name="Release the deploy lock", **app)
+    return run
+
+
+def phase_build(flow: Flow):
+    def run() -> None:
+        data, paths, plan, release_dir, previous_dir, app = _ctx(flow)
+        if flow.archive:
+            upload_to = f"{paths['releases']}/.upload-{plan.release}.tar.gz"
+            rel.upload(flow.archive, upload_to, name="Upload the release archive", **app)
+            unpack = rel.unpack_upload(upload_to, release_dir)
+        else:
+            unpack = rel.unpack_mirror(data.app_repo, f"{data.app_deploy_to}/repo", plan.commit,
+                                       data.app_repo_subdir, release_dir)
+        script = [*unpack, f"printf '%s\\n' {plan.commit} > {rel.q(release_dir + '/REVISION')}",
+                  *rel.link_shared(paths["shared"], release_dir, data.app_backend_dir)]
+        rel.run_script("set -e\n" + "\n".join(script), name=f"Create release {plan.release}",
+                       **app)
+        rel.run_script(f"set -e\n{rel.dependencies_script(release_dir, previous_dir)}",
+                       name="Install dependencies (or reuse unchanged ones)", **app)
+        rel.run_script(
+            rel.build_script(release_dir, previous_dir, data.app_frontend_dir,
+                             data.app_build_command),
+            name="Build the frontend inside the new release", **app)
+        if data.app_migrate_command and flow.kind == "deploy":
+            rel.run_script(
+                rel.with_app_env(paths["shared"], f"{release_dir}/{data.app_backend_dir}",
+                                 in_app_root(data.app_migrate_command)),
+                name=MIGRATE_STEP, **app)
+        rel.run_script(f"touch {rel.q(release_dir + '/.complete')}",
+                       name=f"Mark {plan.release} complete", **app)
+    return run
+
+
+def phase_switch(flow: Flow, back: bool = False):
+    def run() -> None:
+        data, paths, plan, *_, app = _ctx(flow)
+        target = plan.rollback_to if back else plan.release
+        label = "Switch back to" if back else "Switch current to"
+        rel.run_script(" && ".join(rel.switch_commands(data.app_deploy_to, target)),
+                       name=f"{label} {target}", **app)
+        rel.run_script(" && ".join(rel.reload_commands(paths["ecosystem"])),
+                       name="Reload the PM2 apps (graceful, cluster mode)", **app)
+    return run
+
+
+def phase_finish(flow: Flow):
+    def run() -> None:
+        data, paths, plan, release_dir, _, app = _ctx(flow)
+        name = current_host.name
+        ok = flow.verified.get(name, False)
+        if ok:
+            rel.run_script(
+                f"touch {rel.q(release_dir + '/.verified')} && rm -f {rel.q(release_dir + '/.bad')}"
+                f" && printf '%s\\n' {plan.release} > {rel.q(data.app_deploy_to + '/.known-good')}",
+                name=f"Mark {plan.release} verified and known-good", **app)
+            meta = {**plan.meta, plan.release: {"complete": True}}
+            keep = rel.releases_to_keep(meta, data.app_keep_releases, plan.release,
+                                        plan.release)
+            rel.run_script(rel.prune_command(data.app_deploy_to, keep),
+                           name=f"Keep the newest {data.app_keep_releases} releases", **app)
+        else:
+            rel.run_script(
+                f"printf '%s\\n' {rel.q(flow.reasons.get(name, 'failed'))} "
+                f"> {rel.q(release_dir + '/.bad')}", name=f"Mark {plan.release} bad", **app)
+        rel.run_script(
+            f"printf '%s\\n' {rel.q(json.dumps(revision_record(flow, name)))} "
+            f">> {rel.q(paths['revisions'])}", name="Append to the revisions log", **app)
+    return run
+
+
+def revision_record(flow: Flow, name: str) -> dict[str, Any]:
+    plan = flow.plans[name]
+    ok = flow.verified.get(name, False)
+    if ok:
+        result = "verified" if flow.kind == "deploy" else "rolled-back"
+    else:
+        result = "rolled-back" if plan.rollback_to else "failed"
+    return {
+        "time": datetime.now(UTC).isoformat(timespec="seconds"), "user": getpass.getuser(),
+        "from": socket.gethostname(), "action": flow.kind, "commit": plan.commit,
+        "release": plan.release, "previous": plan.previous, "result": result,
+        "reason": None if ok else flow.reasons.get(name),
+        "migrations_applied": flow.migrations_applied(name),
+    }
+
+
+def phase_warm_cache(flow: Flow):
+    def run() -> None:
+        data, paths, _, _, _, app = _ctx(flow)
+        if data.app_warm_cache_command:
+            rel.run_script(
+                rel.with_app_env(paths["shared"], f"{paths['current']}/{data.app_backend_dir}",
+                                 in_app_root(data.app_warm_cache_command)),
+                name="Warm the cache", **app)
+    return run
+
+
+# --- verification ------------------------------------------------------------------------
+
+def read_health(host) -> dict[str, Any]:
+    data = host.data
+    url = f"http://127.0.0.1:{data.app_backend_port}{data.health_endpoint}"
+    app = as_user(host, data.app_user)
+    return {
+        "http": host.get_fact(rel.HttpCheck, url=url, timeout=data.health_timeout_seconds, **app),
+        "pm2": host.get_fact(Pm2Processes, **app),
+    }
+
+
+def _still_starting(sample: Any) -> bool:
+    """Not healthy yet, and no app has given up (errored) either."""
+    if isinstance(sample, Exception) or not health_problems(sample["http"]):
+        return False
+    return not any(p.get("status") == "errored" for p in sample["pm2"])
+
+
+def verify(loaded: LoadedInventory, hosts: list,
+           window_setting: str = "health_stabilisation_seconds",
+           wait_seconds: float = 60) -> dict[str, str]:
+    """Health endpoint answers with the runbook's shape, and every app stays online with no
+    restarts over the stabilisation window. Returns {host: problem} for failing hosts."""
+    if not hosts:
+        return {}
+    subset = loaded.fresh([h.name for h in hosts])
+    deadline = time.monotonic() + wait_seconds
+    first = gather(subset, read_health)
+    while time.monotonic() < deadline and any(_still_starting(v) for v in first.values()):
+        time.sleep(0.5)
+        first = gather(subset, read_health)
+    time.sleep(max(getattr(h.data, window_setting) for h in hosts))
+    second = gather(subset, read_health)
+    problems: dict[str, str] = {}
+    for h in hosts:
+        before, after = first[h.name], second[h.name]
+        if isinstance(after, Exception) or isinstance(before, Exception):
+            problems[h.name] = str(after if isinstance(after, Exception) else before)
+            continue
+        expected = [a.name for a in pm2_apps(h.data)]
+        found = health_problems(after["http"]) + pm2_problems(before["pm2"], after["pm2"],
+                                                              expected)
+        if found:
+            problems[h.name] = "; ".join(found)
+    return problems
+
+
+# --- the engine --------------------------------------------------------------------------
+
+Guard = Callable[[Flow, list], dict[str, str]]
+
+
+def execute(flow: Flow, guard: Guard | None = None) -> RunResult:
+    """Run the flow on the live hosts. `guard` may refuse hosts after the build, before the
+    switch ({host: reason})."""
+    started = time.monotonic()
+    locked = flow.live()
+    try:
+        flow.phase(phase_lock(flow))
+        flow.phase(phase_build(flow), [h for h in flow.live() if flow.plans[h.name].build])
+        if guard:
+            for name, reason in guard(flow, flow.live()).items():
+                flow.note(name, "failed", reason)
+        switched = flow.live()
+        flow.phase(phase_switch(flow), switched)
+        _verify_or_switch_back(flow, switched)
+        flow.phase(phase_finish(flow), switched)
+        flow.phase(phase_warm_cache(flow), [h for h in switched if flow.verified[h.name]])
+    finally:
+        flow.phase(phase_unlock(flow), locked)
+        if flow.archive:
+            Path(flow.archive).unlink(missing_ok=True)
+    return RunResult(dry=False, hosts=flow.results, seconds=time.monotonic() - started)
+
+
+def _verify_or_switch_back(flow: Flow, switched: list) -> None:
+    window = ("health_stabilisation_seconds" if flow.kind == "deploy"
+              else "health_rollback_stabilisation_seconds")
+    problems = verify(flow.loaded, [h for h in switched if flow.results[h.name].ok], window)
+    for h in switched:
+        if not flow.results[h.name].ok and h.name not in problems:
+            problems[h.name] = "switch or reload failed"
+    flow.reasons.update(problems)
+    flow.verified.update({h.name: h.name not in problems for h in switched})
+    failed = [h for h in switched if h.name in problems]
+    for h in failed:
+        flow.note(h.name, "failed", f"verification: {problems[h.name]}")
+    back = [h for h in failed if flow.plans[h.name].rollback_to]
+    flow.phase(phase_switch(flow, back=True), back)
+    after = verify(flow.loaded, back, "health_rollback_stabilisation_seconds")
+    for h in back:
+        target = flow.plans[h.name].rollback_to
+        state = after.get(h.name) or "verified"
+        flow.note(h.name, "changed", f"switched back to {target}: {state}")
