@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.harness.hosts import TestHost, write_inventory
 from tests.helpers import PROJECT_ROOT, run_cli
+from tests.load import STATIC_ASSET, get
 
 EXAMPLE_APP = PROJECT_ROOT / "examples" / "tpe-app"
 IGNORE = shutil.ignore_patterns("node_modules", ".next", "*.log")
@@ -134,22 +137,97 @@ def secret_env(postgres_db) -> dict[str, str]:
     return {"TPE_DB_PASSWORD": postgres_db.password}
 
 
+@dataclass
+class AppHosts:
+    """Two hosts provisioned together (one parallel run): `first` for test_deploy, `second`
+    for test_rollback (and test_deploy's two-host test); an inventory for each and for both."""
+
+    first: TestHost
+    second: TestHost
+    first_inventory: str
+    second_inventory: str
+    pair_inventory: str
+    provision_seconds: float
+
+
 @pytest.fixture(scope="session")
-def provisioned_host(host_factory, make_inventory, secret_env) -> tuple[TestHost, str]:
-    """One host, provisioned (no release yet), and its inventory: shared by test_deploy and
-    test_rollback. Modules using it leave it unlocked and serving."""
-    (host,) = host_factory(1)
-    inventory = str(make_inventory([host], "app-host"))
-    done = run_cli("provision", "-i", inventory, env=secret_env)
+def app_hosts(host_factory, make_inventory, secret_env) -> AppHosts:
+    first, second = host_factory(2)
+    pair = str(make_inventory([first, second], "app-pair"))
+    started = time.monotonic()
+    done = run_cli("provision", "-i", pair, env=secret_env)
     assert done.returncode == 0, done.stdout + done.stderr
-    return host, inventory
+    return AppHosts(first, second, str(make_inventory([first], "app-first")),
+                    str(make_inventory([second], "app-second")), pair,
+                    time.monotonic() - started)
 
 
-@pytest.fixture(scope="session")
-def app_host(provisioned_host) -> TestHost:
-    return provisioned_host[0]
+# --- reading a host's release layout (over SSH) -------------------------------------------
+
+@dataclass
+class Layout:
+    current: str | None  # release name `current` points at
+    current_link: str  # `readlink current` as is
+    releases: list[str]
+    known_good: str | None
+    lock: str | None  # the lock's owner file, if the lock dir exists ("" if no owner file)
+    revisions: list[dict]  # revisions.log, parsed
+
+    @property
+    def last_revision(self) -> dict:
+        assert self.revisions, "revisions.log is empty"
+        return self.revisions[-1]
 
 
-@pytest.fixture(scope="session")
-def app_inventory(provisioned_host) -> str:
-    return provisioned_host[1]
+def read_layout(host: TestHost, deploy_to: str = DEPLOY_TO) -> Layout:
+    out = host.ssh(
+        f"cd {deploy_to} 2>/dev/null || exit 0; echo \"link $(readlink current)\"; "
+        "for r in releases/*/; do [ -d \"$r\" ] && echo \"release $(basename \"$r\")\"; done; "
+        "echo \"good $(cat .known-good 2>/dev/null)\"; "
+        "if [ -d .deploy.lock ]; then echo \"lock $(cat .deploy.lock/owner 2>/dev/null | "
+        "tr -d '\\n')\"; fi; "
+        "sed 's/^/rev /' revisions.log 2>/dev/null; true"
+    ).stdout
+    link, releases, good, lock, revisions = "", [], None, None, []
+    for line in out.splitlines():
+        kind, _, value = line.partition(" ")
+        if kind == "link":
+            link = value.strip()
+        elif kind == "release":
+            releases.append(value.strip())
+        elif kind == "good":
+            good = value.strip() or None
+        elif kind == "lock":
+            lock = value
+        elif kind == "rev" and value.strip():
+            revisions.append(json.loads(value))
+    current = link.rsplit("/", 1)[-1] if link else None
+    return Layout(current, link, sorted(releases), good, lock, revisions)
+
+
+def http_code(host: TestHost, port: int, path: str = "/api/health") -> str:
+    """Status code of a GET from the host itself ("000" if nothing answers)."""
+    return host.ssh(f"curl -s -m 10 -o /dev/null -w '%{{http_code}}' "
+                    f"http://127.0.0.1:{port}{path}", check=False).stdout.strip()
+
+
+def health(host: TestHost) -> dict:
+    out = host.ssh(f"curl -s -m 10 http://127.0.0.1:{host.backend_port}/api/health").stdout
+    return json.loads(out)
+
+
+def release_file(host: TestHost, release: str, rel_path: str) -> Path:
+    """A file of a release, read through the host's overlay from the controller."""
+    return host.root / DEPLOY_TO.lstrip("/") / "releases" / release / rel_path
+
+
+def shared_static_asset(host: TestHost, releases: list[str]) -> str:
+    """URL of a /_next/static asset that the page being served references and that every
+    release in `releases` has (content-hashed chunks differ between builds of different
+    code: an old page's chunk missing from a new build is not downtime)."""
+    page = get(f"http://127.0.0.1:{host.frontend_port}/")[1].decode("utf-8", "replace")
+    for path in STATIC_ASSET.findall(page):
+        on_disk = "tpe-front-end/.next/" + path[len("/_next/"):]
+        if all(release_file(host, r, on_disk).is_file() for r in releases):
+            return f"http://127.0.0.1:{host.frontend_port}{path}"
+    raise AssertionError(f"no static asset of the page is in every one of {releases}")

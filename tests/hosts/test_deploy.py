@@ -1,0 +1,415 @@
+"""`deploy` against a real host: release directories, dependency reuse, migrations, automatic
+rollback, zero failed requests, the lock, retention, an interrupted controller, two hosts.
+
+The tests share one provisioned host (`app_hosts.first`) and run in order: each starts from
+the state the previous one left (noted in each docstring). The two-host test adds the second
+host of `app_hosts`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import PROJECT_ROOT, changed_steps, run_cli, run_json
+from tests.hosts.conftest import (
+    CODE_CHANGE_TEXT,
+    CODE_CHANGE_VERSION,
+    DEPLOY_TO,
+    MIGRATION,
+    git,
+    health,
+    http_code,
+    read_layout,
+    release_file,
+    shared_static_asset,
+)
+from tests.load import RequestLoop, get
+
+pytestmark = pytest.mark.hosts
+LOCK_DIR = f"{DEPLOY_TO}/.deploy.lock"
+# A file every install has, hoisted to the monorepo's root node_modules.
+DEP_FILE = "node_modules/express/package.json"
+TIMES: dict[str, float] = {}  # deploy wall times, seconds
+OUTPUTS: list[str] = []  # everything the tool printed here, checked for the DB password
+
+
+@pytest.fixture(scope="module")
+def host(app_hosts):
+    return app_hosts.first
+
+
+@pytest.fixture(scope="module")
+def inventory(app_hosts):
+    return app_hosts.first_inventory
+
+
+def deploy(inventory: str, ref: str, env: dict, *extra: str) -> tuple[int, dict, str]:
+    started = time.monotonic()
+    code, payload, stderr = run_json("deploy", "-i", inventory, "--commit", ref, *extra, env=env)
+    TIMES[ref] = time.monotonic() - started
+    OUTPUTS.extend([json.dumps(payload), stderr])
+    return code, payload, stderr
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    done = run_cli(*args, env=env)
+    OUTPUTS.extend([done.stdout, done.stderr])
+    return done
+
+
+def start_cli(tmp_path: Path, name: str, *args: str, env: dict) -> subprocess.Popen:
+    """`deploy.py ARGS` in the background (own session: signals reach it alone); its output
+    goes to tmp_path/name.out and .err."""
+    return subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "deploy.py"), *args], cwd=PROJECT_ROOT,
+        env={**os.environ, **env}, stdin=subprocess.DEVNULL, start_new_session=True,
+        stdout=(tmp_path / f"{name}.out").open("w"), stderr=(tmp_path / f"{name}.err").open("w"),
+    )
+
+
+def output_of(tmp_path: Path, name: str) -> tuple[str, str]:
+    out, err = (tmp_path / f"{name}.out").read_text(), (tmp_path / f"{name}.err").read_text()
+    OUTPUTS.extend([out, err])
+    return out, err
+
+
+def release_of(host, commit: str, exclude: list[str]) -> str:
+    """The one release of `commit` not in `exclude`."""
+    found = [r for r in read_layout(host).releases
+             if r.endswith("-" + commit[:12]) and r not in exclude]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def inode_links(host, release: str, path: str) -> tuple[int, int]:
+    out = host.ssh(f"stat -c '%i %h' {DEPLOY_TO}/releases/{release}/{path}").stdout.split()
+    return int(out[0]), int(out[1])
+
+
+def assert_serving(host, version: str | None = None) -> None:
+    assert http_code(host, host.backend_port) == "200"
+    assert http_code(host, host.frontend_port, "/") == "200"
+    if version:
+        assert health(host)["version"] == version
+
+
+def wait_for_build(host, before: list[str], commit: str, proc: subprocess.Popen,
+                   timeout: float = 240) -> str:
+    """Wait until the deploy has created its release and started the build (`.next` exists
+    in it); return the release name."""
+    releases = host.root / DEPLOY_TO.lstrip("/") / "releases"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the deploy ended before its build (exit {proc.returncode})"
+        for path in releases.glob(f"*-{commit[:12]}"):
+            if path.name not in before and (path / "tpe-front-end/.next").is_dir():
+                return path.name
+        time.sleep(0.2)
+    raise AssertionError("the build never started")
+
+
+# --- deploying -------------------------------------------------------------------------------
+
+def test_deploy_good_serves_that_commit(host, inventory, secret_env, commit_of):
+    """From a provisioned host with no release."""
+    assert read_layout(host).current is None
+    code, payload, stderr = deploy(inventory, "good", secret_env)
+    assert code == 0, (payload, stderr)
+    assert payload["ok"] and payload["hosts"][host.name]["ok"]
+    sha = commit_of("good")
+    layout = read_layout(host)
+    assert re.fullmatch(rf"releases/\d{{14}}-{sha[:12]}", layout.current_link), layout
+    assert layout.known_good == layout.current
+    assert release_file(host, layout.current, "REVISION").read_text().strip() == sha
+    last = layout.last_revision
+    assert (last["result"], last["commit"], last["release"]) == ("verified", sha, layout.current)
+    assert_serving(host, "1.0.0")
+    body = host.ssh(f"curl -s http://127.0.0.1:{host.frontend_port}/").stdout
+    assert "AI concierge for contractors." in body
+
+
+def test_deploy_same_commit_again_changes_nothing(host, inventory, secret_env):
+    """`good` is current and verified."""
+    before = read_layout(host)
+    code, payload, _ = deploy(inventory, "good", secret_env)
+    assert code == 0
+    assert changed_steps(payload, host.name) == []
+    assert payload["hosts"][host.name]["changed"] == 0
+    steps = " ".join(s["name"] for s in payload["hosts"][host.name]["steps"])
+    assert "already current" in steps
+    after = read_layout(host)
+    assert (after.current, after.releases, after.revisions) == (
+        before.current, before.releases, before.revisions)
+
+
+def test_code_only_change_reuses_dependencies(host, inventory, secret_env, commit_of):
+    """From `good`: new release, node_modules hard-linked from the previous release."""
+    previous = read_layout(host).current
+    code, payload, stderr = deploy(inventory, "code-change", secret_env)
+    assert code == 0, (payload, stderr)
+    layout = read_layout(host)
+    release = layout.current
+    assert release.endswith(commit_of("code-change")[:12]) and release != previous
+    assert "Install dependencies (or reuse unchanged ones)" in changed_steps(payload, host.name)
+    new_inode, links = inode_links(host, release, DEP_FILE)
+    old_inode, _ = inode_links(host, previous, DEP_FILE)
+    assert new_inode == old_inode and links > 1, "node_modules was not reused by hard links"
+    assert not release_file(host, release, "node_modules/.cache").exists()
+    assert_serving(host, CODE_CHANGE_VERSION)
+    assert CODE_CHANGE_TEXT in get(f"http://127.0.0.1:{host.frontend_port}/")[1].decode()
+
+
+def test_dependency_change_installs_and_keeps_the_lockfile(host, inventory, secret_env,
+                                                          app_repo, commit_of):
+    """From `code-change`: `npm ci` runs (fresh files, not links), the lockfile is the commit's
+    byte for byte, and it takes longer than the code-only deploy."""
+    previous = read_layout(host).current
+    code, payload, stderr = deploy(inventory, "deps-change", secret_env)
+    assert code == 0, (payload, stderr)
+    release = read_layout(host).current
+    assert release.endswith(commit_of("deps-change")[:12])
+    new_inode, links = inode_links(host, release, DEP_FILE)
+    assert new_inode != inode_links(host, previous, DEP_FILE)[0] and links == 1
+    ms = json.loads(release_file(host, release, "tpe-backend/node_modules/ms/package.json")
+                    .read_text())
+    assert ms["version"] == "2.1.3"
+    committed = subprocess.run(["git", "-C", str(app_repo), "show", "deps-change:package-lock.json"],
+                               capture_output=True, check=True).stdout
+    assert release_file(host, release, "package-lock.json").read_bytes() == committed
+    assert_serving(host, "1.0.0")
+    assert TIMES["deps-change"] > TIMES["code-change"], TIMES
+
+
+def test_migration_is_applied_before_the_switch(host, inventory, secret_env, commit_of,
+                                                postgres_db):
+    """From `deps-change`. Afterwards the migration is undone in the database by hand, so the
+    database matches `good` again for later tests (the tool never rolls a database back)."""
+    try:
+        code, payload, stderr = deploy(inventory, "migration", secret_env)
+        assert code == 0, (payload, stderr)
+        assert read_layout(host).current.endswith(commit_of("migration")[:12])
+        versions = postgres_db.psql("SELECT version FROM schema_migrations ORDER BY 1;").split()
+        assert versions == ["001_init", "002_events", MIGRATION]
+        columns = postgres_db.psql("SELECT column_name FROM information_schema.columns "
+                                   "WHERE table_name = 'contractors';").split()
+        assert "notes" in columns
+        assert_serving(host)
+    finally:
+        postgres_db.psql("ALTER TABLE IF EXISTS contractors DROP COLUMN IF EXISTS notes;\n"
+                         "DELETE FROM schema_migrations WHERE version = '003_add_notes';")
+
+
+def test_crashing_release_is_rolled_back(host, inventory, secret_env, commit_of):
+    """From `migration` (current, known-good): the crashing commit never goes live for good."""
+    before = read_layout(host)
+    code, payload, stderr = deploy(inventory, "crash", secret_env)
+    assert code == 1, (payload, stderr)
+    assert not payload["ok"]
+    layout = read_layout(host)
+    assert layout.current == before.current and layout.known_good == before.current
+    assert_serving(host)
+    crashed = release_of(host, commit_of("crash"), before.releases)
+    last = layout.last_revision
+    assert (last["result"], last["release"]) == ("rolled-back", crashed), last
+    assert last["reason"]
+    assert release_file(host, crashed, ".bad").is_file()
+
+
+def test_zero_failed_requests_during_a_deploy(host, inventory, secret_env, commit_of):
+    """From `migration` (its page is good's) to `code-change`: every request answers 2xx while
+    the release is built, switched and the apps reloaded."""
+    before = read_layout(host)
+    earlier_code_change = release_of(host, commit_of("code-change"), [])
+    asset = shared_static_asset(host, [before.current, earlier_code_change])
+    urls = [f"http://127.0.0.1:{host.backend_port}/api/health",
+            f"http://127.0.0.1:{host.frontend_port}/", asset]
+    with RequestLoop(urls, rate=20, max_seconds=300) as loop:
+        code, payload, stderr = deploy(inventory, "code-change", secret_env)
+    assert code == 0, (payload, stderr)
+    print(loop.summary())
+    assert read_layout(host).current != before.current
+    assert health(host)["version"] == CODE_CHANGE_VERSION  # the switch happened in the loop
+    assert loop.failures == 0, loop.summary()
+    assert loop.requests >= 3 * 10 * TIMES["code-change"], loop.summary()
+
+
+def test_unknown_commit_is_a_clear_error_and_changes_nothing(host, inventory, secret_env):
+    """From `code-change`."""
+    before = read_layout(host)
+    done = cli("deploy", "-i", inventory, "--commit", "nope-does-not-exist", env=secret_env)
+    assert done.returncode == 2
+    assert "nope-does-not-exist" in done.stderr and "Traceback" not in done.stderr
+    after = read_layout(host)
+    assert (after.current, after.releases, after.revisions, after.lock) == (
+        before.current, before.releases, before.revisions, None)
+
+
+# --- the deploy lock -------------------------------------------------------------------------
+
+def test_lock_held_by_someone_else(host, inventory, secret_env):
+    """From `code-change`: a lock taken by hand stops the deploy; plain `unlock` refuses
+    someone else's lock; `unlock --force` clears it; then `good` deploys."""
+    owner = {"user": "someone", "from": "elsewhere", "since": "2026-01-01T00:00:00+00:00"}
+    host.ssh(f"mkdir {LOCK_DIR} && cat > {LOCK_DIR}/owner", input_text=json.dumps(owner))
+    before = read_layout(host)
+    done = cli("deploy", "-i", inventory, "--commit", "good", env=secret_env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "someone" in done.stderr and "elsewhere" in done.stderr
+    after = read_layout(host)
+    assert (after.current, after.releases, after.lock) == (before.current, before.releases,
+                                                           before.lock)
+    done = cli("unlock", "-i", inventory)
+    assert done.returncode != 0 and "someone" in done.stderr
+    assert read_layout(host).lock is not None
+    done = cli("unlock", "-i", inventory, "--force")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert read_layout(host).lock is None
+    code, payload, stderr = deploy(inventory, "good", secret_env)
+    assert code == 0, (payload, stderr)
+    assert read_layout(host).last_revision["result"] == "verified"
+
+
+def test_two_deploys_at_once_one_proceeds(host, inventory, secret_env, tmp_path, commit_of):
+    """From `good`: `code-change` and `slow` at the same moment."""
+    procs = {ref: start_cli(tmp_path, ref, "deploy", "-i", inventory, "--commit", ref,
+                            env=secret_env) for ref in ("code-change", "slow")}
+    codes = {ref: proc.wait(600) for ref, proc in procs.items()}
+    outputs = {ref: "\n".join(output_of(tmp_path, ref)) for ref in procs}
+    winners = [ref for ref, code in codes.items() if code == 0]
+    assert len(winners) == 1, (codes, outputs)
+    (loser,) = set(procs) - set(winners)
+    assert "lock" in outputs[loser].lower(), outputs[loser]
+    layout = read_layout(host)
+    assert layout.lock is None
+    assert layout.current.endswith(commit_of(winners[0])[:12])
+    assert_serving(host)
+
+
+def test_retention_keeps_n_and_never_current_or_known_good(host, make_inventory, secret_env):
+    """From `code-change` or `slow`, with `app_keep_releases=2`: deploy `good`."""
+    keep = 2
+    inventory = str(make_inventory([host], "keep2", app_keep_releases=keep))
+    before = read_layout(host)
+    assert len(before.releases) > keep + 1  # something to prune
+    code, payload, stderr = deploy(inventory, "good", secret_env)
+    assert code == 0, (payload, stderr)
+    after = read_layout(host)
+    assert after.current in after.releases and after.known_good in after.releases
+    new = set(after.releases) - set(before.releases)
+    assert new == {after.current}
+    protected = {after.current, after.known_good}
+    newest = set(sorted(after.releases)[-keep:])
+    assert len(after.releases) <= keep + len(protected - newest), after.releases
+    assert set(after.releases) <= set(sorted(before.releases + [after.current])[-keep:]) | protected
+    assert_serving(host, "1.0.0")
+
+
+# --- an interrupted controller ---------------------------------------------------------------
+
+def test_controller_killed_during_build(host, inventory, secret_env, tmp_path, commit_of):
+    """From `good`: SIGKILL during the build of `code-change`. The previous release keeps
+    serving; the next deploy reports the stale lock; `unlock --force` clears it."""
+    before = read_layout(host)
+    proc = start_cli(tmp_path, "killed", "deploy", "-i", inventory, "--commit", "code-change",
+                     env=secret_env)
+    try:
+        wait_for_build(host, before.releases, commit_of("code-change"), proc)
+    finally:
+        proc.kill()
+        proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    layout = read_layout(host)
+    assert layout.current == before.current
+    assert_serving(host, "1.0.0")
+    assert layout.lock is not None and '"token"' in layout.lock
+    done = cli("deploy", "-i", inventory, "--commit", "code-change", env=secret_env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "lock" in done.stderr and "unlock --force" in done.stderr
+    assert read_layout(host).releases == layout.releases
+    done = cli("unlock", "-i", inventory, "--force")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert read_layout(host).lock is None
+
+
+def test_controller_interrupted_during_build(host, inventory, secret_env, tmp_path, commit_of):
+    """From `good` (plus a partial `code-change` release): Ctrl-C (SIGINT) during the build.
+    The command exits non-zero and its `finally` releases the lock."""
+    before = read_layout(host)
+    proc = start_cli(tmp_path, "interrupted", "deploy", "-i", inventory, "--commit",
+                     "code-change", env=secret_env)
+    try:
+        wait_for_build(host, before.releases, commit_of("code-change"), proc)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    out, err = output_of(tmp_path, "interrupted")
+    assert code != 0, out + err
+    layout = read_layout(host)
+    assert layout.lock is None, f"lock left behind: {layout.lock}\n{out}\n{err}"
+    assert layout.current == before.current
+    assert_serving(host, "1.0.0")
+
+
+def test_deploy_after_interruptions_succeeds(host, inventory, secret_env, commit_of):
+    """From `good` plus two partial `code-change` releases."""
+    before = read_layout(host)
+    code, payload, stderr = deploy(inventory, "code-change", secret_env)
+    assert code == 0, (payload, stderr)
+    layout = read_layout(host)
+    assert layout.current not in before.releases
+    assert layout.last_revision["result"] == "verified"
+    assert_serving(host, CODE_CHANGE_VERSION)
+
+
+def test_partial_releases_are_cleaned_by_the_next_deploy(host, commit_of):
+    """The partial releases of the interrupted deploys (never switched to, never verified or
+    marked bad) are gone after the next successful deploy (issue 3: "once cleared, cleans
+    the partial release")."""
+    layout = read_layout(host)
+    verified = {r["release"] for r in layout.revisions}
+    partial = [r for r in layout.releases if r not in verified and r != layout.current]
+    assert partial == [], f"partial releases left on disk: {partial}"
+
+
+# --- two hosts -------------------------------------------------------------------------------
+
+def test_two_hosts_in_parallel(app_hosts, secret_env, commit_of):
+    """Host 1 from `code-change`, host 2 (provisioned, no release yet): deploy `good`."""
+    hosts = [app_hosts.first, app_hosts.second]
+    code, payload, stderr = deploy(app_hosts.pair_inventory, "good", secret_env)
+    assert code == 0, (payload, stderr)
+    assert payload["ok"]
+    assert {name: result["ok"] for name, result in payload["hosts"].items()} == {
+        h.name: True for h in hosts}
+    for h in hosts:
+        layout = read_layout(h)
+        assert layout.current.endswith(commit_of("good")[:12])
+        assert layout.last_revision["result"] == "verified"
+        assert_serving(h, "1.0.0")
+
+
+def test_no_secret_in_output(app_hosts, postgres_db):
+    assert OUTPUTS and not any(postgres_db.password in text for text in OUTPUTS)
+    for h in (app_hosts.first, app_hosts.second):
+        assert postgres_db.password not in h.ssh(f"cat {DEPLOY_TO}/revisions.log").stdout
+
+
+def test_report_deploy_times():
+    """Not an assertion on speed: the wall times, for the report (-s shows them)."""
+    print("deploy wall times:", {ref: round(t, 1) for ref, t in TIMES.items()})
+    assert TIMES
+
+
+_ = git  # re-exported helper, kept for interactive debugging
