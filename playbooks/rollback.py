@@ -25,9 +25,10 @@ INCIDENTS = PROJECT_ROOT / "reports" / "incidents"
 NO_HISTORY = "no health history available yet: the decision criteria were not evaluated"
 
 
-def pick_target(state: dict, to: str | None) -> str | None:
-    """A release on disk: by name, by commit prefix (newest), or by default the newest
-    verified, not-bad release older than current."""
+def pick_target(state: dict, to: str | None, commit: str | None = None) -> str | None:
+    """A release on disk: by name, by commit (`commit`: `to` resolved; else `to` as a commit
+    prefix), newest first; by default the newest verified, not-bad release older than
+    current."""
     meta, current = state["meta"], state["current"]
     usable = [r for r in state["releases"] if meta[r].get("complete") and r != current]
     if to is None:
@@ -36,8 +37,19 @@ def pick_target(state: dict, to: str | None) -> str | None:
         return older[-1] if older else None
     if to in state["releases"]:
         return to
-    by_commit = [r for r in usable if (meta[r].get("commit") or "").startswith(to.lower())]
+    wanted = commit or to.lower()
+    by_commit = [r for r in usable if (meta[r].get("commit") or "").startswith(wanted)]
     return by_commit[-1] if by_commit else None
+
+
+def _resolved(loaded: LoadedInventory, to: str | None) -> str | None:
+    """`to` as a full commit id if it names a ref (a tag, a branch); None otherwise."""
+    if to is None:
+        return None
+    try:
+        return resolve_commit(loaded, to)
+    except ConfigError:
+        return None
 
 
 def plan_rollback(loaded: LoadedInventory, states: dict, to: str | None) -> tuple[
@@ -46,12 +58,13 @@ def plan_rollback(loaded: LoadedInventory, states: dict, to: str | None) -> tupl
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     plans: dict[str, HostPlan] = {}
     commit_to_build = None
+    resolved = _resolved(loaded, to)
     for name, state in states.items():
         if isinstance(state, Exception):
             raise HostError(f"host {name}: {state}", "fix the inventory or the host, then retry")
         if state["lock"]:
             raise lock_error(name, state["lock"])
-        target = pick_target(state, to)
+        target = pick_target(state, to, resolved)
         current = state["current"]
         if target:
             plans[name] = HostPlan(previous=current, release=target,
@@ -62,7 +75,7 @@ def plan_rollback(loaded: LoadedInventory, states: dict, to: str | None) -> tupl
         if to is None:
             raise HostError(f"host {name}: no earlier verified release on disk to go back to",
                             "give a target: deploy.py rollback --to COMMIT")
-        commit_to_build = commit_to_build or resolve_commit(loaded, to)
+        commit_to_build = resolved or resolve_commit(loaded, to)
         plans[name] = HostPlan(previous=current, release=rel.release_name(stamp, commit_to_build),
                                commit=commit_to_build, build=True, rollback_to=current,
                                meta=state["meta"], known_good=state["known_good"])

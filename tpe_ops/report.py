@@ -15,6 +15,8 @@ SYMBOLS = {"changed": "~", "would-change": "+", "ok": ".", "failed": "x"}
 
 def step_line(host: str, step: Step) -> str:
     line = f"[{host}] {SYMBOLS.get(step.status, '?')} {step.status:<12} {step.name}"
+    if step.seconds >= 1:
+        line += f" [{step.seconds:.1f} s]"
     return redact(f"{line}  ({step.detail})" if step.detail else line)
 
 

@@ -29,6 +29,7 @@ class Step:
     status: str  # changed | ok | failed | would-change
     detail: str = ""
     output: list[str] = field(default_factory=list)  # last lines of stdout, redacted
+    seconds: float = 0.0
 
 
 @dataclass
@@ -104,6 +105,10 @@ class _StepRecorder(BaseStateCallback):
         self.results = results
         self.printer = printer
         self.recorded: set[tuple[str, str]] = set()
+        self.started: dict[str, float] = {}
+
+    def operation_start(self, state, op_hash):
+        self.started[op_hash] = time.monotonic()
 
     def _record(self, host: Host, step: Step) -> None:
         self.results[host.name].steps.append(step)
@@ -120,7 +125,9 @@ class _StepRecorder(BaseStateCallback):
             if not meta.is_complete() or (host.name, op_hash) in self.recorded:
                 continue
             self.recorded.add((host.name, op_hash))
-            self._record(host, _step(_op_name(state, op_hash), meta))
+            step = _step(_op_name(state, op_hash), meta)
+            step.seconds = round(time.monotonic() - self.started.get(op_hash, time.monotonic()), 3)
+            self._record(host, step)
 
     def sweep(self, state) -> None:
         """Record what operation_end missed: pyinfra raises before calling it when the last
