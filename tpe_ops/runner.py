@@ -12,13 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import gevent
 from pyinfra.api import BaseStateCallback, Config, State
 from pyinfra.api.connect import connect_all, disconnect_all
 from pyinfra.api.deploy import add_deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.host import Host
 from pyinfra.api.operations import run_ops
+from pyinfra.context import ctx_host, ctx_state
 
+from tpe_ops.errors import HostError
 from tpe_ops.inventory import LoadedInventory
 from tpe_ops.secrets import RedactingFilter, redact
 
@@ -140,8 +143,6 @@ class _StepRecorder(BaseStateCallback):
 
 
 def _plan(state: State, host: Host, results: dict[str, HostResult], printer: Printer | None):
-    from pyinfra.context import ctx_host, ctx_state
-
     with ctx_state.use(state), ctx_host.use(host):
         for op_hash in state.get_op_order():
             op_data = state.ops[host].get(op_hash)
@@ -225,18 +226,23 @@ def gather(loaded: LoadedInventory, read: Callable[[Host], Any]) -> dict[str, An
     values: dict[str, Any] = {}
     state = State(loaded.inventory, Config(FAIL_PERCENT=100, CONNECT_TIMEOUT=10),
                   initial_limit=loaded.hosts)
+    def read_one(host: Host) -> Any:
+        with ctx_state.use(state), ctx_host.use(host):
+            try:
+                return read(host)
+            except PyinfraError as error:  # a fact command failed on that host
+                return HostError(f"host {host.name}: {error}")
+
     try:
         _connect(state)
+        active = [h for h in loaded.hosts if h in state.active_hosts]
+        # Hosts in parallel (pyinfra's gevent pool), facts of one host in order.
+        jobs = {host.name: state.pool.spawn(read_one, host) for host in active}
+        gevent.joinall(list(jobs.values()))
         for host in loaded.hosts:
-            if host not in state.active_hosts:
-                values[host.name] = ConnectionError(
-                    "cannot connect (check address, SSH port, key, known_hosts)"
-                )
-                continue
-            from pyinfra.context import ctx_host, ctx_state
-
-            with ctx_state.use(state), ctx_host.use(host):
-                values[host.name] = read(host)
+            job = jobs.get(host.name)
+            values[host.name] = job.get() if job is not None else ConnectionError(
+                "cannot connect (check address, SSH port, key, known_hosts)")
     finally:
         disconnect_all(state)
     return values
