@@ -124,6 +124,12 @@ threshold_p95_critical_ms = 500
 threshold_error_rate_warning_pct = 0.1
 threshold_error_rate_critical_pct = 1.0
 threshold_db_pool_warning_pct = 80
+threshold_db_pool_critical_pct = 100
+# Memory and CPU: the runbook gives no numbers; these are ours.
+threshold_memory_warning_pct = 90
+threshold_memory_critical_pct = 95
+threshold_cpu_warning_pct = 90
+threshold_cpu_critical_pct = 98
 threshold_pm2_restarts_per_hour = 5
 threshold_redis_hit_rate_warning_pct = 50
 threshold_redis_hit_rate_target_pct = 70
@@ -135,3 +141,8 @@ threshold_rollback_error_rate_pct = 5
 threshold_rollback_error_minutes = 10
 threshold_rollback_unavailable_minutes = 5
 threshold_rollback_degradation_pct = 50
+threshold_rollback_degradation_minutes = 10
+threshold_rollback_sustained_error_rate_pct = 1
+threshold_rollback_sustained_error_minutes = 30
+# A longer gap between health samples breaks "continuously" in the criteria above.
+threshold_rollback_max_gap_seconds = 180

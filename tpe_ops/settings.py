@@ -98,6 +98,15 @@ SCHEMA: dict[str, type | tuple[type, ...]] = {
     "threshold_rollback_error_minutes": NUMBER,
     "threshold_rollback_unavailable_minutes": NUMBER,
     "threshold_rollback_degradation_pct": NUMBER,
+    "threshold_db_pool_critical_pct": NUMBER,
+    "threshold_memory_warning_pct": NUMBER,
+    "threshold_memory_critical_pct": NUMBER,
+    "threshold_cpu_warning_pct": NUMBER,
+    "threshold_cpu_critical_pct": NUMBER,
+    "threshold_rollback_degradation_minutes": NUMBER,
+    "threshold_rollback_sustained_error_rate_pct": NUMBER,
+    "threshold_rollback_sustained_error_minutes": NUMBER,
+    "threshold_rollback_max_gap_seconds": NUMBER,
 }
 
 CHOICES: dict[str, set[str]] = {
