@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "unlock": "clear the deploy lock (yours; anyone's with --force)",
     "rollback": "switch back to a kept release (seconds) or build any commit; migration guard",
     "releases": "per host: releases, commits, who deployed them, status, instant rollback",
+    "health": "measure and judge: healthy/warning/critical, severity P0-P3, exit 0/1/2/3",
 }
 
 
@@ -108,6 +109,12 @@ def _run_releases(args: argparse.Namespace, options: Options, printer) -> RunRes
     return releases(load_inventory(options.inventory, options.limit), options, printer)
 
 
+def _run_health(args: argparse.Namespace, options: Options, printer) -> RunResult:
+    from playbooks.health import health
+
+    return health(load_inventory(options.inventory, options.limit), options, printer)
+
+
 RUNNERS: dict[str, Callable[..., RunResult]] = {
     "provision": _run_provision,
     "deploy": _run_deploy,
@@ -115,6 +122,7 @@ RUNNERS: dict[str, Callable[..., RunResult]] = {
     "unlock": _run_unlock,
     "rollback": _run_rollback,
     "releases": _run_releases,
+    "health": _run_health,
 }
 
 
@@ -134,7 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(as_json(args.command, result))
     else:
+        if result.headline:  # a status line first, then the steps it sums up
+            print(redact(result.headline))
+            for name, host in result.hosts.items():
+                for step in host.steps:
+                    print_step(name, step)
         print("\n" + summary_table(args.command, result))
+    if result.exit_code is not None:
+        return result.exit_code
     return 0 if result.ok else 1
 
 

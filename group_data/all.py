@@ -117,6 +117,9 @@ health_stabilisation_seconds = 10
 # After a rollback to a release that already passed verification, a shorter window.
 health_rollback_stabilisation_seconds = 2
 health_timeout_seconds = 5
+# Requests per health run for p95 and error rate: few, to stay under the app's own rate limit
+# (the real TPE backend allows 1,000 /api requests per 15 minutes per IP).
+health_sample_requests = 20
 
 # --- threshold_: the runbook's numbers (sections 2, 3, 5) -----------------------------------
 threshold_p95_warning_ms = 300

@@ -10,7 +10,8 @@ from typing import Any, TextIO
 from tpe_ops.runner import RunResult, Step
 from tpe_ops.secrets import redact
 
-SYMBOLS = {"changed": "~", "would-change": "+", "ok": ".", "failed": "x"}
+SYMBOLS = {"changed": "~", "would-change": "+", "ok": ".", "failed": "x",
+           "warning": "!", "critical": "X", "unknown": "?"}
 
 
 def step_line(host: str, step: Step) -> str:
@@ -52,6 +53,9 @@ def as_json(command: str, result: RunResult, extra: dict[str, Any] | None = None
                    "steps": [asdict(s) for s in h.steps], **h.data}
             for name, h in result.hosts.items()
         },
+        **result.extra,
         **(extra or {}),
     }
+    if result.headline:
+        payload["status_line"] = result.headline
     return redact(json.dumps(payload, indent=2))

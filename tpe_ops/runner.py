@@ -56,6 +56,9 @@ class RunResult:
     dry: bool
     hosts: dict[str, HostResult]
     seconds: float = 0.0
+    headline: str | None = None  # printed first (e.g. a Nagios status line)
+    exit_code: int | None = None  # when the command has its own codes (health: 0/1/2/3)
+    extra: dict[str, Any] = field(default_factory=dict)  # command-wide figures for --json
 
     @property
     def ok(self) -> bool:

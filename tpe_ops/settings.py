@@ -82,6 +82,7 @@ SCHEMA: dict[str, type | tuple[type, ...]] = {
     "health_stabilisation_seconds": NUMBER,
     "health_rollback_stabilisation_seconds": NUMBER,
     "health_timeout_seconds": NUMBER,
+    "health_sample_requests": int,
     "threshold_p95_warning_ms": NUMBER,
     "threshold_p95_critical_ms": NUMBER,
     "threshold_error_rate_warning_pct": NUMBER,

@@ -1,0 +1,189 @@
+"""`health`: measure each host, judge with the runbook's thresholds (tpe_ops.judgement), and
+answer as a scheduler expects: first line `STATUS: text | perfdata`, exit 0/1/2/3.
+
+Our own samples (PM2 restart counters, Redis hit/miss counters) are kept between runs in a
+state file per host, because PM2's counter resets on resurrect and Redis's are cumulative.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from operations.app import layout
+from operations.health import DbConnections, HostResources, HttpSample, RedisInfo, cpu_pct
+from operations.pm2 import Pm2Processes
+from operations.privileges import as_user
+from operations.release import HttpCheck
+from playbooks.common import Options
+from tpe_ops import judgement as j
+from tpe_ops.inventory import LoadedInventory
+from tpe_ops.runner import HostResult, Printer, RunResult, Step, gather
+from tpe_ops.settings import pm2_apps
+
+STATE_DIR = Path(os.environ.get("TPE_STATE_DIR", "~/.local/state/tpe-ops")).expanduser()
+KEEP_SECONDS = 2 * 3600
+LEVEL_STATUS = {"ok": "ok", "warning": "warning", "critical": "critical", "unknown": "unknown"}
+
+
+def _read(host) -> dict[str, Any]:
+    data = host.data
+    app = as_user(host, data.app_user)
+    paths = layout(data.app_deploy_to)
+    base = f"http://127.0.0.1:{data.app_backend_port}"
+    timeout = data.health_timeout_seconds
+    facts: dict[str, Any] = {"resources_before": host.get_fact(HostResources)}
+    facts["pm2"] = host.get_fact(Pm2Processes, **app)
+    facts["health"] = host.get_fact(HttpCheck, url=base + data.health_endpoint, timeout=timeout)
+    facts["sample"] = host.get_fact(HttpSample, url=base + data.health_endpoint,
+                                    count=data.health_sample_requests, timeout=timeout)
+    facts["endpoints"] = {
+        path: host.get_fact(HttpSample, url=base + path, count=1, timeout=timeout)
+        for path in data.health_public_endpoints if path != data.health_endpoint
+    }
+    facts["db"] = host.get_fact(DbConnections, shared=paths["shared"],
+                                backend=f"{paths['current']}/{data.app_backend_dir}", **app)
+    facts["redis"] = host.get_fact(RedisInfo, port=data.redis_port)
+    facts["resources_after"] = host.get_fact(HostResources)
+    return facts
+
+
+def _public_check(url: str, timeout: float) -> dict[str, Any]:
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 (configured URL)
+            body, code = answer.read(4096).decode("utf-8", "replace"), answer.status
+    except urllib.error.HTTPError as error:
+        body, code = "", error.code
+    except (urllib.error.URLError, OSError):
+        body, code = "", 0
+    return {"status": code, "seconds": time.monotonic() - started, "body": body}
+
+
+# --- our own samples between runs --------------------------------------------------------
+
+def _state_path(host_name: str) -> Path:
+    return STATE_DIR / "health" / f"{host_name.strip('@').replace('/', '_')}.json"
+
+
+def load_samples(host_name: str) -> list[dict[str, Any]]:
+    try:
+        return json.loads(_state_path(host_name).read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+
+
+def save_samples(host_name: str, samples: list[dict[str, Any]], now: float) -> None:
+    path = _state_path(host_name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kept = [s for s in samples if s["time"] >= now - KEEP_SECONDS]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(kept))
+    tmp.replace(path)
+
+
+# --- judgement -------------------------------------------------------------------------------
+
+def judge(facts: dict[str, Any], data: Any, samples: list[dict[str, Any]], now: float,
+          public: dict[str, Any] | None) -> tuple[list[j.Finding], dict[str, Any]]:
+    """Findings for one host from its facts and our earlier samples; also the new sample."""
+    t = j.Thresholds.from_data(data)
+    expected = [a.name for a in pm2_apps(data)]
+    counters = {name: j.restart_counter(facts["pm2"], name) for name in expected}
+    redis = facts["redis"]
+    sample = {"time": now, "restarts": counters,
+              "redis": {k: redis[k] for k in ("keyspace_hits", "keyspace_misses")}
+              if redis else None}
+    history = [*samples, sample]
+    restarts = {name: j.restarts_in_last_hour(
+        [(s["time"], s["restarts"][name]) for s in history if name in s.get("restarts", {})],
+        now) for name in expected}
+    findings = j.pm2_findings(facts["pm2"], expected, restarts, t, now)
+    findings.append(j.health_endpoint_finding("health:local", facts["health"]))
+    if public is not None:
+        findings.append(j.health_endpoint_finding("health:public", public))
+    for path, answers in facts["endpoints"].items():
+        status, ms = answers[0] if answers else (0, 0.0)
+        findings.append(j.endpoint_finding(f"endpoint:{path}",
+                                           {"status": status, "seconds": ms / 1000}))
+    findings.extend(_sample_findings(facts["sample"], t))
+    db = facts["db"]
+    findings.append(j.db_connections_finding(db["connections"], data.db_pool_size, t,
+                                             db["error"]))
+    findings.extend(_redis_findings(redis, samples, t))
+    before, after = facts["resources_before"], facts["resources_after"]
+    findings.append(j.disk_finding(after["disk_pct"], t))
+    findings.append(j.memory_finding(after["mem_pct"], t))
+    findings.append(j.cpu_finding(cpu_pct(before["cpu"], after["cpu"]), t))
+    return findings, sample
+
+
+def _sample_findings(sample: list[tuple[int, float]], t: j.Thresholds) -> list[j.Finding]:
+    outcomes = j.request_outcomes([code for code, _ in sample])
+    ok_ms = [ms for code, ms in sample if 200 <= code < 400]
+    found = [j.latency_finding(j.percentile(ok_ms, 95) if ok_ms else None, t),
+             j.error_rate_finding(outcomes.get("error_rate_pct"), t)]
+    if outcomes.get("rate_limited"):
+        found.append(j.rate_limit_finding(outcomes["rate_limited"], outcomes["total"]))
+    return found
+
+
+def _redis_findings(redis: dict | None, samples: list[dict], t: j.Thresholds) -> list:
+    if redis is None:
+        return [j.redis_finding(False)]
+    found = [j.redis_finding(True, int(redis.get("used_memory", 0)))]
+    previous = next((s["redis"] for s in reversed(samples) if s.get("redis")), None)
+    rate = j.redis_hit_rate(previous, redis) if previous else None
+    found.append(j.redis_hit_rate_finding(rate, t))
+    return found
+
+
+# --- the command -----------------------------------------------------------------------------
+
+def health(loaded: LoadedInventory, options: Options, printer: Printer | None) -> RunResult:
+    started = time.monotonic()
+    measured = gather(loaded, _read)
+    results: dict[str, HostResult] = {}
+    every: list[j.Finding] = []
+    now = time.time()
+    for host in loaded.hosts:
+        result = HostResult(host.name)
+        facts = measured[host.name]
+        if isinstance(facts, Exception):
+            findings = [j.Finding("connect", "unknown", str(facts))]
+        else:
+            data = host.data
+            public = (_public_check(data.health_public_url.rstrip("/") + data.health_endpoint,
+                                    data.health_timeout_seconds)
+                      if data.health_public_url else None)
+            samples = load_samples(host.name)
+            findings, sample = judge(facts, data, samples, now, public)
+            save_samples(host.name, [*samples, sample], now)
+        level = j.classify(findings)
+        prio, reason = j.severity(findings)
+        result.data = {"classification": level, "severity": prio, "severity_reason": reason,
+                       "findings": [f.to_dict() for f in findings]}
+        result.steps = [Step(_line(f), LEVEL_STATUS[f.level]) for f in findings]
+        if level in ("critical", "unknown"):
+            result.error = f"{level} ({prio}): {reason}"
+        results[host.name] = result
+        every.extend(findings)
+    overall = j.classify(every)
+    prio, reason = j.severity(every)
+    return RunResult(dry=False, hosts=results, seconds=time.monotonic() - started,
+                     headline=j.nagios_line(overall, every), exit_code=j.exit_code(overall),
+                     extra={"classification": overall, "severity": prio,
+                            "severity_reason": reason})
+
+
+def _line(finding: j.Finding) -> str:
+    guide = f" (troubleshooting guide {finding.guide})" if finding.guide else ""
+    text = finding.message
+    if not text.startswith(finding.check):
+        text = f"{finding.check}: {text}"
+    return f"{text}{guide}"
