@@ -1,0 +1,123 @@
+"""`health` against a real host running the example app, with faults induced for real."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from tests.helpers import run_cli
+
+pytestmark = pytest.mark.hosts
+DEPLOY_TO = "/home/ubuntu/The-Power100-Experience"
+
+
+@pytest.fixture(scope="module")
+def served(host_factory, make_inventory, secret_env, tmp_path_factory):
+    """A host provisioned and serving the good commit; its own health state directory."""
+    (host,) = host_factory(1)
+    # Test hosts share the controller's CPUs (and /proc/stat) with the rest of the suite:
+    # CPU use is the controller's, so its thresholds are out of reach here.
+    inventory = str(make_inventory([host], "health", threshold_cpu_warning_pct=101,
+                                   threshold_cpu_critical_pct=101))
+    env = {**secret_env, "TPE_STATE_DIR": str(tmp_path_factory.mktemp("health-state"))}
+    assert run_cli("provision", "-i", inventory, env=env).returncode == 0
+    done = run_cli("deploy", "-i", inventory, "--commit", "good", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return host, inventory, env
+
+
+def health(served, *extra: str) -> tuple[int, dict, str]:
+    _, inventory, env = served
+    done = run_cli("health", "-i", inventory, "--json", *extra, env=env)
+    return done.returncode, json.loads(done.stdout), done.stdout + done.stderr
+
+
+def findings(payload: dict) -> dict[str, dict]:
+    (host,) = payload["hosts"].values()
+    return {f["check"]: f for f in host["findings"]}
+
+
+def test_healthy_host_exits_0_with_a_status_line(served):
+    _, inventory, env = served
+    done = run_cli("health", "-i", inventory, env=env)
+    assert done.returncode == 0, done.stdout
+    first = done.stdout.splitlines()[0]
+    assert first.startswith("OK: ") and " | " in first and "p95=" in first
+
+
+def test_no_secret_in_health_output(served, postgres_db):
+    code, payload, text = health(served)
+    assert code == 0 and payload["classification"] == "healthy"
+    assert postgres_db.password not in text
+
+
+def test_backend_stopped_is_critical_p0_guide_1(served):
+    host = served[0]
+    host.ssh("pm2 stop tpe-backend >/dev/null")
+    try:
+        code, payload, _ = health(served)
+    finally:
+        host.ssh("pm2 restart tpe-backend >/dev/null")
+    assert code == 2 and payload["classification"] == "critical"
+    assert payload["severity"] == "P0"
+    assert findings(payload)["pm2:tpe-backend"]["guide"] == 1
+    assert payload["status_line"].startswith("CRITICAL: ")
+
+
+def test_redis_stopped_is_critical_guide_5(served):
+    host = served[0]
+    host.ssh("sudo systemctl stop redis-server")
+    try:
+        code, payload, _ = health(served)
+    finally:
+        host.ssh("sudo systemctl start redis-server")
+    assert code == 2
+    redis = findings(payload)["redis"]
+    assert redis["level"] == "critical" and redis["guide"] == 5
+
+
+def test_low_hit_rate_is_a_warning(served):
+    host = served[0]
+    health(served)  # a first sample of the counters
+    host.ssh(f"for i in $(seq 40); do redis-cli -p {host.redis_port} get missing:$i; done "
+             ">/dev/null")
+    code, payload, _ = health(served)
+    hit_rate = findings(payload)["redis:hit_rate"]
+    assert hit_rate["level"] == "warning" and hit_rate["guide"] == 5
+    assert code == 1
+
+
+def test_connections_above_80_percent_of_the_pool_warn(served, postgres_db, tmp_path):
+    passfile = postgres_db.write_pgpass(tmp_path / "pgpass")
+    env = postgres_db.libpq_env(passfile)
+    holders = [subprocess.Popen(["psql", "-Xqc", "SELECT pg_sleep(25)"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for _ in range(16)]
+    try:
+        time.sleep(2)
+        code, payload, _ = health(served)
+    finally:
+        for proc in holders:
+            proc.kill()
+    db = findings(payload)["db:connections"]
+    assert db["level"] in ("warning", "critical") and db["guide"] == 4, db
+    assert code in (1, 2)
+
+
+def test_latency_knob_warning_then_critical(served):
+    host = served[0]
+    knob = f"{DEPLOY_TO}/current/tpe-backend/config/latency.json"
+    try:
+        for latency, level, code in ((350, "warning", 1), (600, "critical", 2)):
+            host.ssh(f"printf '{{\"latencyMs\": {latency}}}\\n' > {knob} && "
+                     f"pm2 reload tpe-backend >/dev/null")
+            time.sleep(2)
+            got, payload, _ = health(served)
+            latency_finding = findings(payload)["latency"]
+            assert latency_finding["level"] == level, latency_finding
+            assert latency_finding["guide"] == 2 and got == code
+    finally:
+        host.ssh(f"printf '{{\"latencyMs\": 0}}\\n' > {knob} && pm2 reload tpe-backend >/dev/null")
