@@ -40,6 +40,7 @@ COMMANDS: dict[str, str] = {
     "rollback": "switch back to a kept release (seconds) or build any commit; migration guard",
     "releases": "per host: releases, commits, who deployed them, status, instant rollback",
     "health": "measure and judge: healthy/warning/critical, severity P0-P3, exit 0/1/2/3",
+    "benchmark": "per endpoint: success rate, min/median/avg/p95/p99/max, rating, baseline",
 }
 
 
@@ -55,6 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
         if name == "unlock":
             command.add_argument("--force", action="store_true", help="clear anyone's lock")
+        if name == "benchmark":
+            command.add_argument("--requests", type=int, default=50, help="per endpoint")
+            command.add_argument("--concurrency", type=int, default=1)
+            command.add_argument("--rate", type=float, metavar="PER_SECOND",
+                                 help="fixed rate; latency from the intended send time")
+            command.add_argument("--url", action="append", metavar="URL",
+                                 help="benchmark from this machine (repeatable); default: "
+                                      "each host against its localhost")
+            command.add_argument("--save-baseline", action="store_true")
         if name == "rollback":
             command.add_argument("--to", metavar="COMMIT|RELEASE",
                                  help="target (default: the last verified release before current)")
@@ -115,6 +125,14 @@ def _run_health(args: argparse.Namespace, options: Options, printer) -> RunResul
     return health(load_inventory(options.inventory, options.limit), options, printer)
 
 
+def _run_benchmark(args: argparse.Namespace, options: Options, printer) -> RunResult:
+    from playbooks.benchmark import BenchOptions, benchmark
+
+    bench = BenchOptions(args.requests, args.concurrency, args.rate, args.url,
+                         args.save_baseline)
+    return benchmark(load_inventory(options.inventory, options.limit), options, printer, bench)
+
+
 RUNNERS: dict[str, Callable[..., RunResult]] = {
     "provision": _run_provision,
     "deploy": _run_deploy,
@@ -123,6 +141,7 @@ RUNNERS: dict[str, Callable[..., RunResult]] = {
     "rollback": _run_rollback,
     "releases": _run_releases,
     "health": _run_health,
+    "benchmark": _run_benchmark,
 }
 
 
