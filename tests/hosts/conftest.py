@@ -4,8 +4,10 @@ and one provisioned host shared by the deploy and rollback modules."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.hosts import TestHost, write_inventory
-from tests.helpers import PROJECT_ROOT, run_cli
+from tests.helpers import PROJECT_ROOT, run_cli, run_json
 from tests.load import STATIC_ASSET, get
 
 EXAMPLE_APP = PROJECT_ROOT / "examples" / "tpe-app"
@@ -132,9 +134,17 @@ def make_inventory(tmp_path_factory, app_repo, postgres_db):
     return make
 
 
+class SecretEnv(dict):
+    """Environment with secrets: a dict whose repr never shows the values (pytest prints
+    fixture values in failure reports)."""
+
+    def __repr__(self) -> str:
+        return "{" + ", ".join(f"{k!r}: '***'" for k in self) + "}"
+
+
 @pytest.fixture(scope="session")
 def secret_env(postgres_db) -> dict[str, str]:
-    return {"TPE_DB_PASSWORD": postgres_db.password}
+    return SecretEnv(TPE_DB_PASSWORD=postgres_db.password)
 
 
 @dataclass
@@ -172,6 +182,11 @@ class Layout:
     known_good: str | None
     lock: str | None  # the lock's owner file, if the lock dir exists ("" if no owner file)
     revisions: list[dict]  # revisions.log, parsed
+    markers: dict[str, set[str]]  # release -> its marker files (complete, verified, bad)
+
+    @property
+    def complete(self) -> list[str]:
+        return [r for r in self.releases if "complete" in self.markers.get(r, set())]
 
     @property
     def last_revision(self) -> dict:
@@ -182,13 +197,16 @@ class Layout:
 def read_layout(host: TestHost, deploy_to: str = DEPLOY_TO) -> Layout:
     out = host.ssh(
         f"cd {deploy_to} 2>/dev/null || exit 0; echo \"link $(readlink current)\"; "
-        "for r in releases/*/; do [ -d \"$r\" ] && echo \"release $(basename \"$r\")\"; done; "
+        "for r in releases/*/; do [ -d \"$r\" ] && echo \"release $(basename \"$r\")\"; "
+        "for m in complete verified bad; do "
+        "[ -f \"$r.$m\" ] && echo \"marker $(basename \"$r\") $m\"; done; done; "
         "echo \"good $(cat .known-good 2>/dev/null)\"; "
         "if [ -d .deploy.lock ]; then echo \"lock $(cat .deploy.lock/owner 2>/dev/null | "
         "tr -d '\\n')\"; fi; "
         "sed 's/^/rev /' revisions.log 2>/dev/null; true"
     ).stdout
     link, releases, good, lock, revisions = "", [], None, None, []
+    markers: dict[str, set[str]] = {}
     for line in out.splitlines():
         kind, _, value = line.partition(" ")
         if kind == "link":
@@ -199,10 +217,13 @@ def read_layout(host: TestHost, deploy_to: str = DEPLOY_TO) -> Layout:
             good = value.strip() or None
         elif kind == "lock":
             lock = value
+        elif kind == "marker":
+            release, marker = value.split()
+            markers.setdefault(release, set()).add(marker)
         elif kind == "rev" and value.strip():
             revisions.append(json.loads(value))
     current = link.rsplit("/", 1)[-1] if link else None
-    return Layout(current, link, sorted(releases), good, lock, revisions)
+    return Layout(current, link, sorted(releases), good, lock, revisions, markers)
 
 
 def http_code(host: TestHost, port: int, path: str = "/api/health") -> str:
@@ -214,6 +235,16 @@ def http_code(host: TestHost, port: int, path: str = "/api/health") -> str:
 def health(host: TestHost) -> dict:
     out = host.ssh(f"curl -s -m 10 http://127.0.0.1:{host.backend_port}/api/health").stdout
     return json.loads(out)
+
+
+def releases_table(inventory: str, host) -> dict[str, dict]:
+    """`releases --json` for one host: {release: row}."""
+    code, payload, stderr = run_json("releases", "-i", inventory)
+    assert code == 0, (payload, stderr)
+    rows = payload["hosts"][host.name]["releases"]
+    for row in rows:
+        assert {"release", "commit", "status"} <= set(row), row
+    return {row["release"]: row for row in rows}
 
 
 def release_file(host: TestHost, release: str, rel_path: str) -> Path:
@@ -231,3 +262,31 @@ def shared_static_asset(host: TestHost, releases: list[str]) -> str:
         if all(release_file(host, r, on_disk).is_file() for r in releases):
             return f"http://127.0.0.1:{host.frontend_port}{path}"
     raise AssertionError(f"no static asset of the page is in every one of {releases}")
+
+
+# --- a command in the background ---------------------------------------------------------
+
+def start_cli(tmp_path: Path, name: str, *args: str, env: dict) -> subprocess.Popen:
+    """`deploy.py ARGS` in the background (own session: signals reach it alone); its output
+    goes to tmp_path/name.out and .err."""
+    with (tmp_path / f"{name}.out").open("w") as out, (tmp_path / f"{name}.err").open("w") as err:
+        return subprocess.Popen(
+            [sys.executable, str(PROJECT_ROOT / "deploy.py"), *args], cwd=PROJECT_ROOT,
+            env={**os.environ, **env}, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=out, stderr=err,
+        )
+
+
+def wait_for_build(host, before: list[str], commit: str, proc: subprocess.Popen,
+                   timeout: float = 240) -> str:
+    """Wait until the deploy has created its release and started the build (`.next` exists
+    in it); return the release name."""
+    releases = host.root / DEPLOY_TO.lstrip("/") / "releases"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the deploy ended before its build (exit {proc.returncode})"
+        for path in releases.glob(f"*-{commit[:12]}"):
+            if path.name not in before and (path / "tpe-front-end/.next").is_dir():
+                return path.name
+        time.sleep(0.2)
+    raise AssertionError("the build never started")
