@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
 
 from playbooks.common import Options
@@ -56,6 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
         if name == "unlock":
             command.add_argument("--force", action="store_true", help="clear anyone's lock")
+        if name == "health":
+            command.add_argument("--watch", type=float, metavar="INTERVAL",
+                                 help="sample every INTERVAL seconds, keep a history, evaluate "
+                                      "the rollback criteria")
+            command.add_argument("--count", type=int, help="with --watch: stop after N samples")
+            command.add_argument("--notify", metavar="URL",
+                                 help="POST a Slack-compatible message when the status changes")
+            command.add_argument("--prometheus", metavar="FILE",
+                                 help="write the figures as a Prometheus textfile (atomically)")
         if name == "benchmark":
             command.add_argument("--requests", type=int, default=50, help="per endpoint")
             command.add_argument("--concurrency", type=int, default=1)
@@ -120,9 +130,20 @@ def _run_releases(args: argparse.Namespace, options: Options, printer) -> RunRes
 
 
 def _run_health(args: argparse.Namespace, options: Options, printer) -> RunResult:
-    from playbooks.health import health
+    from playbooks.health import health, watch
 
-    return health(load_inventory(options.inventory, options.limit), options, printer)
+    loaded = load_inventory(options.inventory, options.limit)
+    if args.watch:
+        return watch(loaded, options, None, args.watch, args.count, args.notify,
+                     args.prometheus)
+    result = health(loaded, options, printer)
+    if args.prometheus:
+        from pathlib import Path
+
+        from playbooks.health import prometheus_text, write_atomically
+
+        write_atomically(Path(args.prometheus), prometheus_text(result, time.time()))
+    return result
 
 
 def _run_benchmark(args: argparse.Namespace, options: Options, printer) -> RunResult:

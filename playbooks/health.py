@@ -187,3 +187,93 @@ def _line(finding: j.Finding) -> str:
     if not text.startswith(finding.check):
         text = f"{finding.check}: {text}"
     return f"{text}{guide}"
+
+
+# --- --watch: a history for the rollback criteria, notifications, Prometheus ------------------
+
+def history_sample(result: HostResult, now: float) -> dict[str, Any]:
+    """The figures the rollback criteria need, from one host's findings."""
+    by_check = {f["check"]: f for f in result.data.get("findings", [])}
+    local = by_check.get("health:local", {})
+    p95 = next((p["value"] for p in by_check.get("latency", {}).get("perfdata", ())
+                if p.get("label") == "p95"), None)
+    error = next((p["value"] for p in by_check.get("error_rate", {}).get("perfdata", ())
+                  if p.get("label") == "error_rate"), None)
+    return {"time": now, "available": local.get("level") == "ok",
+            "error_rate_pct": error, "p95_ms": p95}
+
+
+def append_history(host_name: str, sample: dict[str, Any]) -> list[dict[str, Any]]:
+    path = STATE_DIR / "health" / f"{host_name.strip('@').replace('/', '_')}-history.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(json.dumps(sample) + "\n")
+    lines = path.read_text().splitlines()[-2000:]
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def prometheus_text(result: RunResult, now: float) -> str:
+    level = {"healthy": 0, "warning": 1, "critical": 2, "unknown": 3}
+    lines = ["# HELP tpe_health_status 0 healthy, 1 warning, 2 critical, 3 unknown",
+             "# TYPE tpe_health_status gauge"]
+    for name, host in result.hosts.items():
+        lines.append(f'tpe_health_status{{host="{name}"}} '
+                     f'{level.get(host.data.get("classification"), 3)}')
+        for finding in host.data.get("findings", []):
+            for perf in finding.get("perfdata", ()):
+                metric = "".join(c if c.isalnum() else "_" for c in perf["label"]).strip("_")
+                lines.append(f'tpe_health_{metric}{{host="{name}"}} {perf["value"]}')
+    lines += ["# TYPE tpe_health_last_success_timestamp_seconds gauge",
+              f"tpe_health_last_success_timestamp_seconds {now:.0f}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def notify(url: str, text: str) -> None:
+    """POST a Slack-compatible JSON message; a failing webhook is reported, not fatal."""
+    request = urllib.request.Request(url, data=json.dumps({"text": text}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(request, timeout=5).read()  # noqa: S310 (configured URL)
+    except (urllib.error.URLError, OSError) as error:
+        print(f"notify: {url} failed: {error}")
+
+
+def watch(loaded: LoadedInventory, options: Options, printer: Printer | None, interval: float,
+          count: int | None, notify_url: str | None, prometheus: str | None) -> RunResult:
+    """Sample every `interval` seconds (`count` times, or until Ctrl-C); evaluate the rollback
+    criteria over the kept history; notify on status changes."""
+    previous: str | None = None
+    result: RunResult | None = None
+    done = 0
+    while count is None or done < count:
+        result = health(loaded, options, printer)
+        now = time.time()
+        decisions = {}
+        for host in loaded.hosts:
+            history = append_history(host.name, history_sample(result.hosts[host.name], now))
+            decision = j.rollback_decision(history, j.Thresholds.from_data(host.data), None, now)
+            decisions[host.name] = decision
+            result.hosts[host.name].data["rollback_decision"] = decision
+        status = result.headline or ""
+        if not options.json:
+            print(status)
+            for name, decision in decisions.items():
+                print(f"  [{name}] rollback decision: {decision['decision']}"
+                      + (f" ({'; '.join(decision['reasons'])})" if decision["reasons"] else ""))
+        state = result.extra.get("classification")
+        if notify_url and previous is not None and state != previous:
+            notify(notify_url, f"TPE health changed {previous} -> {state}: {status}")
+        previous = state
+        if prometheus:
+            write_atomically(Path(prometheus), prometheus_text(result, now))
+        done += 1
+        if count is None or done < count:
+            time.sleep(interval)
+    assert result is not None
+    return result
