@@ -201,8 +201,10 @@ def revision_record(flow: Flow, name: str) -> dict[str, Any]:
     ok = flow.verified.get(name, False)
     if ok:
         result = "verified" if flow.kind == "deploy" else "rolled-back"
+    elif flow.kind == "deploy" and plan.rollback_to:
+        result = "rolled-back"  # the deploy failed verification and went back
     else:
-        result = "rolled-back" if plan.rollback_to else "failed"
+        result = "failed"
     return {
         "time": datetime.now(UTC).isoformat(timespec="seconds"), "user": getpass.getuser(),
         "from": socket.gethostname(), "action": flow.kind, "commit": plan.commit,
@@ -242,6 +244,10 @@ def _still_starting(sample: Any) -> bool:
     return not any(p.get("status") == "errored" for p in sample["pm2"])
 
 
+def _failing(sample: Any) -> bool:
+    return isinstance(sample, Exception) or bool(health_problems(sample["http"]))
+
+
 def verify(loaded: LoadedInventory, hosts: list,
            window_setting: str = "health_stabilisation_seconds",
            wait_seconds: float = 60) -> dict[str, str]:
@@ -255,7 +261,10 @@ def verify(loaded: LoadedInventory, hosts: list,
     while time.monotonic() < deadline and any(_still_starting(v) for v in first.values()):
         time.sleep(0.5)
         first = gather(subset, read_health)
-    time.sleep(max(getattr(h.data, window_setting) for h in hosts))
+    # A host already failing needs no stabilisation window to be judged: switch back sooner.
+    steady = [h for h in hosts if not _failing(first[h.name])]
+    if steady:
+        time.sleep(max(getattr(h.data, window_setting) for h in steady))
     second = gather(subset, read_health)
     problems: dict[str, str] = {}
     for h in hosts:
@@ -291,7 +300,8 @@ def execute(flow: Flow, guard: Guard | None = None) -> RunResult:
         flow.phase(phase_switch(flow), switched)
         _verify_or_switch_back(flow, switched)
         flow.phase(phase_finish(flow), switched)
-        flow.phase(phase_warm_cache(flow), [h for h in switched if flow.verified[h.name]])
+        if flow.kind == "deploy":  # a rollback goes back to code the cache already serves
+            flow.phase(phase_warm_cache(flow), [h for h in switched if flow.verified[h.name]])
     finally:
         flow.phase(phase_unlock(flow), locked)
         if flow.archive:

@@ -36,6 +36,9 @@ def pick_target(state: dict, to: str | None, commit: str | None = None) -> str |
                  and (current is None or r < current)]
         return older[-1] if older else None
     if to in state["releases"]:
+        if not meta[to].get("complete"):
+            raise ConfigError(f"release {to} is partial (its build was interrupted): it cannot "
+                              "be switched to", "choose a release `deploy.py releases` offers")
         return to
     wanted = commit or to.lower()
     by_commit = [r for r in usable if (meta[r].get("commit") or "").startswith(wanted)]
@@ -142,7 +145,7 @@ def _write_incidents(flow: Flow, reason: str) -> None:
             else f"verification failed: {flow.reasons.get(name)}",
             NO_HISTORY, plan.meta.get("_guard", {}).get("ahead", []),
         )
-        base = INCIDENTS / f"{stamp}-{name.strip('@').replace('/', '_')}"
+        base = INCIDENTS / f"{stamp}-{name.strip('@').replace('/', '_')}-{flow.token[:6]}"
         base.with_suffix(".md").write_text(incident_markdown(record))
         base.with_suffix(".json").write_text(incident_json(record))
         files[name] = (str(base.with_suffix(".md")), str(base.with_suffix(".json")))
