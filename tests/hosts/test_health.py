@@ -162,3 +162,20 @@ def test_watch_across_an_induced_failure_notifies_and_keeps_history(served, tmp_
     assert posts and "-> critical" in posts[0]["text"]
     assert 'tpe_health_status{host="' in prom.read_text()
     assert "tpe_health_last_success_timestamp_seconds" in prom.read_text()
+
+
+def test_restart_loop_is_critical(served):
+    """The backend crashing on boot over and over (PM2 restarting it): critical, guide 1."""
+    host = served[0]
+    boot = f"{DEPLOY_TO}/current/tpe-backend/config/boot.json"
+    host.ssh(f"printf '{{\"crashOnBoot\": true}}\\n' > {boot} && "
+             "pm2 restart tpe-backend >/dev/null 2>&1 || true")
+    try:
+        time.sleep(3)
+        code, payload, _ = health(served)
+    finally:
+        host.ssh(f"printf '{{\"crashOnBoot\": false}}\\n' > {boot} && "
+                 "pm2 restart tpe-backend >/dev/null")
+    backend = findings(payload)["pm2:tpe-backend"]
+    assert backend["level"] == "critical" and backend["guide"] == 1, backend
+    assert code == 2
