@@ -9,6 +9,7 @@ stored baseline and the target; results appended to a history file.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import urllib.error
@@ -25,7 +26,7 @@ from tpe_ops import judgement as j
 from tpe_ops.inventory import LoadedInventory
 from tpe_ops.runner import HostResult, Printer, RunResult, Step, gather
 
-STATE = Path("~/.local/state/tpe-ops/benchmark").expanduser()
+STATE = Path(os.environ.get("TPE_STATE_DIR", "~/.local/state/tpe-ops")).expanduser() / "benchmark"
 
 
 @dataclass

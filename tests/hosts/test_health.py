@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -179,3 +180,27 @@ def test_restart_loop_is_critical(served):
     backend = findings(payload)["pm2:tpe-backend"]
     assert backend["level"] == "critical" and backend["guide"] == 1, backend
     assert code == 2
+
+
+def test_benchmark_on_the_host_and_from_the_controller(served):
+    host, inventory, env = served
+    done = run_cli("benchmark", "-i", inventory, "--requests", "10", "--save-baseline",
+                   "--json", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (result,) = json.loads(done.stdout)["hosts"].values()
+    endpoints = {e["url"].split(":", 2)[2].split("/", 1)[1]: e for e in result["endpoints"]}
+    health_endpoint = endpoints["api/health"]
+    assert health_endpoint["total"] == 10 and health_endpoint["success_rate_pct"] == 100
+    assert health_endpoint["percentile_definition"] == "nearest-rank"
+    assert health_endpoint["min_ms"] <= health_endpoint["p95_ms"] <= health_endpoint["max_ms"]
+    assert health_endpoint["rating"] == "EXCELLENT"
+    state = Path(env["TPE_STATE_DIR"]) / "benchmark"
+    assert (state / f"{Path(inventory).stem}-baseline.json").is_file()
+    url = f"http://127.0.0.1:{host.backend_port}/api/health"
+    done = run_cli("benchmark", "-i", inventory, "--url", url, "--requests", "20", "--rate",
+                   "40", "--json", env=env)
+    assert done.returncode == 0
+    (report,) = json.loads(done.stdout)["hosts"]["controller"]["endpoints"]
+    assert report["total"] == 20 and report["comparison"]["baseline_ms"] > 0
+    history = (state / f"{Path(inventory).stem}-history.jsonl").read_text().splitlines()
+    assert len(history) == 2
