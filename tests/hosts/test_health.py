@@ -180,8 +180,11 @@ def test_restart_loop_is_critical(served):
             if backend["level"] == "critical" or time.monotonic() > deadline:
                 break
     finally:
-        host.ssh(f"printf '{{\"crashOnBoot\": false}}\\n' > {boot} && "
-                 "pm2 restart tpe-backend >/dev/null")
+        # PM2 may still be in its crash-restart cycle: retry until the backend answers again.
+        host.ssh(f"printf '{{\"crashOnBoot\": false}}\\n' > {boot}; for i in 1 2 3 4 5; do "
+                 "pm2 restart tpe-backend >/dev/null 2>&1; sleep 2; "
+                 f"curl -sf -o /dev/null http://127.0.0.1:{host.backend_port}/api/health "
+                 "&& break; done")
     assert backend["level"] == "critical" and backend["guide"] == 1, backend
     assert code == 2
 
