@@ -172,6 +172,23 @@ def app_hosts(host_factory, make_inventory, secret_env) -> AppHosts:
                     time.monotonic() - started)
 
 
+@pytest.fixture(scope="session")
+def served_host(host_factory, make_inventory, secret_env, tmp_path_factory):
+    """(host, inventory, env): a host provisioned and serving the good commit, with its own
+    state directory (TPE_STATE_DIR), shared by the modules that operate a running app
+    (health, diagnose, db, cache, logs, maintain, schedule). Each test leaves it healthy."""
+    (host,) = host_factory(1)
+    # Test hosts share the controller's CPUs (and /proc/stat) with the rest of the suite:
+    # CPU use is the controller's, so its thresholds are out of reach here.
+    inventory = str(make_inventory([host], "served", threshold_cpu_warning_pct=101,
+                                   threshold_cpu_critical_pct=101))
+    env = {**secret_env, "TPE_STATE_DIR": str(tmp_path_factory.mktemp("served-state"))}
+    assert run_cli("provision", "-i", inventory, env=env).returncode == 0
+    done = run_cli("deploy", "-i", inventory, "--commit", "good", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return host, inventory, env
+
+
 # --- reading a host's release layout (over SSH) -------------------------------------------
 
 @dataclass

@@ -16,18 +16,8 @@ DEPLOY_TO = "/home/ubuntu/The-Power100-Experience"
 
 
 @pytest.fixture(scope="module")
-def served(host_factory, make_inventory, secret_env, tmp_path_factory):
-    """A host provisioned and serving the good commit; its own health state directory."""
-    (host,) = host_factory(1)
-    # Test hosts share the controller's CPUs (and /proc/stat) with the rest of the suite:
-    # CPU use is the controller's, so its thresholds are out of reach here.
-    inventory = str(make_inventory([host], "health", threshold_cpu_warning_pct=101,
-                                   threshold_cpu_critical_pct=101))
-    env = {**secret_env, "TPE_STATE_DIR": str(tmp_path_factory.mktemp("health-state"))}
-    assert run_cli("provision", "-i", inventory, env=env).returncode == 0
-    done = run_cli("deploy", "-i", inventory, "--commit", "good", env=env)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return host, inventory, env
+def served(served_host):
+    return served_host
 
 
 def health(served, *extra: str) -> tuple[int, dict, str]:
