@@ -26,7 +26,8 @@ lint: $(PY)
 test: $(PY)
 	bash .ci/install-test-deps.sh
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -ra
+	$(PY) -m tests.harness.prepare
+	$(PY) -m pytest -ra -n 2 --dist loadgroup
 
 bench: $(PY)
 	$(PY) bench/provision_bench.py

@@ -42,6 +42,16 @@ COMMANDS: dict[str, str] = {
     "releases": "per host: releases, commits, who deployed them, status, instant rollback",
     "health": "measure and judge: healthy/warning/critical, severity P0-P3, exit 0/1/2/3",
     "benchmark": "per endpoint: success rate, min/median/avg/p95/p99/max, rating, baseline",
+    "diagnose": "the five troubleshooting guides: which matches, evidence; --fix the safe ones",
+    "cache": "the app's Redis: warm (keys before/after), clear (FLUSHDB, confirmed), stats",
+    "logs": "the PM2 logs of an app (or all), from every host, prefixed; --follow streams",
+    "maintain": "run a maintenance checklist (daily|weekly|monthly|quarterly): judged, reported",
+    "schedule": "maintenance tiers on their cadence on a control host: install, remove, show",
+    "db": "database: connections, slow-queries, sizes, index-usage, vacuum, backup, "
+          "verify-backup, migrations",
+    "drill": "disaster-recovery drill: backup (RPO), fresh host, restore + verify, deploy, "
+             "health, benchmark, RTO, report, teardown; `drill rollback`: a failing build "
+             "rolled back automatically",
 }
 
 
@@ -75,6 +85,72 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="benchmark from this machine (repeatable); default: "
                                       "each host against its localhost")
             command.add_argument("--save-baseline", action="store_true")
+        if name == "cache":
+            command.add_argument("action", choices=("warm", "clear", "stats"),
+                                 help="warm: run the app's warm-cache script; clear: FLUSHDB "
+                                      "(asks, or --yes); stats: keys by prefix, memory, hit rate")
+        if name == "logs":
+            command.add_argument("app", metavar="APP", help="a PM2 app of the inventory, or all")
+            command.add_argument("--lines", type=int, default=100, metavar="N",
+                                 help="last N lines of each log file (default 100)")
+            command.add_argument("--err", action="store_true", help="the error log only")
+            command.add_argument("--follow", action="store_true",
+                                 help="keep streaming new lines until Ctrl-C")
+        if name == "maintain":
+            command.add_argument("tier", choices=("daily", "weekly", "monthly", "quarterly"))
+            command.add_argument("--notify", metavar="URL",
+                                 help="POST a Slack-compatible message when the tier fails")
+        if name == "schedule":
+            command.add_argument("action", choices=("install", "remove", "show"),
+                                 help="install: TPE Ops + a systemd timer (or cron) per tier; "
+                                      "remove: the timers/cron, secrets, inventory; show: state")
+            command.add_argument("--target", metavar="INVENTORY",
+                                 help="install: maintain these hosts over SSH (default: each "
+                                      "control host maintains itself)")
+            command.add_argument("--purge", action="store_true",
+                                 help="remove: also delete the installed tool and its venv")
+        if name == "db":
+            command.add_argument("action", choices=(
+                "connections", "slow-queries", "sizes", "index-usage", "vacuum", "backup",
+                "verify-backup", "migrations"), help="what to do (see README: db)")
+            command.add_argument("file", nargs="?", metavar="FILE",
+                                 help="verify-backup: the .dump to verify (default: the latest)")
+            command.add_argument("--top", type=int, metavar="N",
+                                 help="slow-queries, sizes: show the top N")
+            command.add_argument("--threshold-ms", type=float, metavar="MS",
+                                 help="slow-queries: mean time above MS (default "
+                                      "db_slow_query_ms)")
+            command.add_argument("--keep", action="store_true",
+                                 help="verify-backup: keep the scratch database")
+        if name == "drill":
+            command.add_argument("action", nargs="?", choices=("rollback",),
+                                 help="rollback: deploy a deliberately failing build to the "
+                                      "(staging) hosts and time the automatic rollback")
+            command.add_argument("--source", metavar="INVENTORY",
+                                 help="the inventory recovered: its database and last "
+                                      "known-good release (default: production)")
+            command.add_argument("--backup", metavar="FILE|latest",
+                                 help="restore this backup, or the latest one (default: take "
+                                      "a new backup of the source)")
+            command.add_argument("--keep", action="store_true",
+                                 help="keep the scratch database and the drill hosts' app "
+                                      "(drill rollback: the failing release)")
+        if name == "diagnose":
+            command.add_argument("--fix", action="store_true",
+                                 help="apply the matched guides' safe fixes (start a stopped "
+                                      "PM2 app or Redis, warm the cache), then re-check")
+            command.add_argument("--flush", action="store_true",
+                                 help="with --fix: clear the cache (FLUSHDB) before warming it "
+                                      "when guide 5 matches")
+        if name in ("deploy", "rollback"):
+            command.add_argument("--batch-size", metavar="N|P%",
+                                 help="rolling: N hosts or P%% of the fleet at a time, in "
+                                      "inventory order (default: all at once)")
+            command.add_argument("--max-fail", metavar="P%",
+                                 help="rolling: share of a batch allowed to fail verification "
+                                      "before the rollout stops (default 0%%)")
+            command.add_argument("--canary", action="store_true",
+                                 help="rolling: one host alone first")
         if name == "rollback":
             command.add_argument("--to", metavar="COMMIT|RELEASE",
                                  help="target (default: the last verified release before current)")
@@ -92,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _rollout(args: argparse.Namespace):
+    from playbooks.rollout import RolloutOptions
+
+    return RolloutOptions(args.batch_size, args.max_fail, args.canary)
+
+
 def _run_provision(args: argparse.Namespace, options: Options, printer) -> RunResult:
     from playbooks.provision import provision
 
@@ -101,7 +183,8 @@ def _run_provision(args: argparse.Namespace, options: Options, printer) -> RunRe
 def _run_deploy(args: argparse.Namespace, options: Options, printer) -> RunResult:
     from playbooks.deploy import deploy
 
-    return deploy(load_inventory(options.inventory, options.limit), options, printer, args.commit)
+    return deploy(load_inventory(options.inventory, options.limit), options, printer, args.commit,
+                  _rollout(args))
 
 
 def _run_status(args: argparse.Namespace, options: Options, printer) -> RunResult:
@@ -120,7 +203,7 @@ def _run_rollback(args: argparse.Namespace, options: Options, printer) -> RunRes
     from playbooks.rollback import rollback
 
     loaded = load_inventory(options.inventory, options.limit)
-    return rollback(loaded, options, printer, args.to, args.force, args.reason)
+    return rollback(loaded, options, printer, args.to, args.force, args.reason, _rollout(args))
 
 
 def _run_releases(args: argparse.Namespace, options: Options, printer) -> RunResult:
@@ -154,6 +237,62 @@ def _run_benchmark(args: argparse.Namespace, options: Options, printer) -> RunRe
     return benchmark(load_inventory(options.inventory, options.limit), options, printer, bench)
 
 
+def _run_cache(args: argparse.Namespace, options: Options, printer) -> RunResult:
+    from playbooks.cache import cache
+
+    return cache(load_inventory(options.inventory, options.limit), options, printer, args.action)
+
+
+def _run_logs(args: argparse.Namespace, options: Options, printer) -> RunResult:
+    from playbooks.logs import LogsRequest, logs
+
+    request = LogsRequest(args.app, args.lines, args.err, args.follow)
+    return logs(load_inventory(options.inventory, options.limit), options, printer, request)
+
+
+def _run_maintain(args: argparse.Namespace, options: Options, printer) -> RunResult:
+    from playbooks.maintain import maintain
+
+    loaded = load_inventory(options.inventory, options.limit)
+    return maintain(loaded, options, None, args.tier, args.notify)  # printed after its headline
+
+
+def _run_schedule(args: argparse.Namespace, options: Options, printer) -> RunResult:
+    from playbooks import schedule
+    from tpe_ops.errors import ConfigError
+
+    if args.target and args.action != "install" or args.purge and args.action != "remove":
+        raise ConfigError(f"schedule {args.action}: --target goes with install, --purge with "
+                          "remove", "drop the option or change the action")
+    loaded = load_inventory(options.inventory, options.limit)
+    if args.action == "install":
+        return schedule.install(loaded, options, printer, args.target)
+    if args.action == "remove":
+        return schedule.remove(loaded, options, printer, args.purge)
+    return schedule.show(loaded, options, printer)
+
+
+def _run_diagnose(args: argparse.Namespace, options: Options, printer) -> RunResult:
+    from playbooks.diagnose import diagnose
+
+    loaded = load_inventory(options.inventory, options.limit)
+    return diagnose(loaded, options, printer, args.fix, args.flush)
+
+
+def _run_db(args: argparse.Namespace, options: Options, printer) -> RunResult:
+    from playbooks.db import DbRequest, run
+
+    request = DbRequest(args.action, args.file, args.top, args.threshold_ms, args.keep)
+    return run(load_inventory(options.inventory, options.limit), options, printer, request)
+
+
+def _run_drill(args: argparse.Namespace, options: Options, printer) -> RunResult:
+    from playbooks.drill import DrillRequest, run
+
+    request = DrillRequest(args.action, args.source, args.backup, args.keep)
+    return run(load_inventory(options.inventory, options.limit), options, printer, request)
+
+
 RUNNERS: dict[str, Callable[..., RunResult]] = {
     "provision": _run_provision,
     "deploy": _run_deploy,
@@ -163,6 +302,13 @@ RUNNERS: dict[str, Callable[..., RunResult]] = {
     "releases": _run_releases,
     "health": _run_health,
     "benchmark": _run_benchmark,
+    "diagnose": _run_diagnose,
+    "cache": _run_cache,
+    "logs": _run_logs,
+    "maintain": _run_maintain,
+    "schedule": _run_schedule,
+    "db": _run_db,
+    "drill": _run_drill,
 }
 
 

@@ -29,15 +29,18 @@ from tests.hosts.conftest import CHANGES, EXAMPLE_APP, IGNORE, git  # noqa: E402
 MANUAL = "/home/ubuntu/manual"
 
 
-def make_repo(where: Path) -> Path:
+def make_repo(where: Path, tags: dict[str, str] | None = None) -> Path:
+    """The example app as a git repository: `good`, then each tag (name -> the tag it is made
+    on) with its change from tests/hosts/conftest.CHANGES."""
+    tags = tags or {"code-change": "good", "deps-change": "code-change"}
     repo = where / "app"
     shutil.copytree(EXAMPLE_APP, repo, ignore=IGNORE)
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "good")
     git(repo, "tag", "good")
-    for tag in ("code-change", "deps-change"):
-        git(repo, "checkout", "-q", "--detach", "good" if tag == "code-change" else "code-change")
+    for tag, base in tags.items():
+        git(repo, "checkout", "-q", "--detach", base)
         CHANGES[tag](repo)
         git(repo, "commit", "-qam", tag)
         git(repo, "tag", tag)

@@ -11,6 +11,12 @@ deploy_environment = "production"
 # A production deploy of a commit not verified on this inventory asks for --unverified-ok.
 deploy_verify_inventory = "staging"
 
+# --- ec2_: set per host by inventories/ec2.py (EC2 discovery); "" for other inventories ----
+# The instance id, its Name tag and its availability zone, as EC2 reported them.
+ec2_instance_id = ""
+ec2_name = ""
+ec2_az = ""
+
 # --- app_: the application and where it lives --------------------------------------------
 app_name = "tpe"
 # Git repository of the app; a URL (mirrored on the host) or a local path (uploaded).
@@ -52,6 +58,10 @@ pm2_version = "7.0.4"
 pm2_logrotate_version = "3.0.0"
 # Start the apps at boot through a `pm2-<user>` systemd unit (`pm2 startup`).
 pm2_startup = True
+# How long a reload waits for a new instance to listen (or send `ready`) before it stops the
+# old one anyway: generous, because a starved CPU (a deploy building next to the app) can
+# make a Next.js start take seconds, and stopping the old instance early refuses requests.
+pm2_listen_timeout_ms = 30000
 pm2_logrotate_max_size = "10M"
 pm2_logrotate_retain = 14
 pm2_logrotate_compress = True
@@ -97,6 +107,25 @@ db_pool_size = 20
 db_migrations_table = "schema_migrations"
 # Provision a local PostgreSQL server as a stand-in for RDS (the embedded local target).
 db_provision_local = False
+# How `db` reaches the database: "app_host" runs psql/pg_dump on the app host with the app's
+# env file (as the runbook does); "direct" runs them on this machine (needs network access
+# to the database and postgresql-client here).
+db_access = "app_host"
+# Install the PostgreSQL client on app hosts (provision). pg_dump must be of the server's
+# major version or newer: e.g. "postgresql-client-16" from the PGDG repository for RDS 16.
+db_client_install = True
+db_client_package = "postgresql-client"
+# `db slow-queries`: mean execution time above this (the runbook's 100 ms), top N.
+db_slow_query_ms = 100
+db_slow_query_top = 10
+# `db index-usage`: fewer scans than this (since the statistics reset) is "rarely used".
+db_index_rarely_used_scans = 50
+# `db backup`: folder under shared/ on the app host (0700) and how many backups it keeps.
+db_backup_dir = "backups"
+db_backup_keep = 3
+# The copies on this machine (never inside the repository), one folder per database.
+db_backup_local_dir = "~/.local/share/tpe-ops/backups"
+db_backup_local_keep = 14
 
 # --- secrets_: where secret values come from -------------------------------------------------
 # KEY=VALUE file outside the repository (mode 0600); the environment wins over it.
@@ -120,6 +149,13 @@ health_timeout_seconds = 5
 # Requests per health run for p95 and error rate: few, to stay under the app's own rate limit
 # (the real TPE backend allows 1,000 /api requests per 15 minutes per IP).
 health_sample_requests = 20
+
+# --- diagnose_: the troubleshooting guides (runbook section 4, `deploy.py diagnose`) --------
+# Last lines of each PM2 app's error log shown as evidence (the runbook reads 100-200 by hand).
+diagnose_log_lines = 10
+# After `--fix`, re-check (health) for up to this many seconds until the fixed guides stop
+# matching: a restarted backend needs a moment before it answers.
+diagnose_recheck_seconds = 30
 
 # --- threshold_: the runbook's numbers (sections 2, 3, 5) -----------------------------------
 threshold_p95_warning_ms = 300
@@ -149,3 +185,70 @@ threshold_rollback_sustained_error_rate_pct = 1
 threshold_rollback_sustained_error_minutes = 30
 # A longer gap between health samples breaks "continuously" in the criteria above.
 threshold_rollback_max_gap_seconds = 180
+
+# --- maintain_: the scheduled checklists (runbook section 7, `deploy.py maintain TIER`) ------
+# daily: lines read from the end of each app's error log (the runbook's `--lines 100`).
+maintain_error_log_lines = 100
+# Error lines among them that warn / fail the daily check.
+threshold_error_log_lines_warning = 1
+threshold_error_log_lines_critical = 20
+# weekly: requests per endpoint of the benchmark against the baseline.
+maintain_benchmark_requests = 50
+# weekly: rotated PM2 logs older than this move to shared/log-archive (compressed) ...
+maintain_log_archive_after_days = 7
+# ... and archived logs older than this are deleted.
+maintain_log_archive_keep_days = 90
+# monthly: disk growth (per 30 days, scaled from the time since the last run) that warns.
+threshold_disk_growth_pct_per_30_days = 20
+# weekly/quarterly benchmarks: a p95 slower than its baseline or history by more than the
+# runbook's 50 % counts only when it is also slower by this many milliseconds (3 -> 5 ms is
+# +66 % and noise).
+threshold_degradation_min_ms = 50
+# monthly: unused or rarely used indexes (removal candidates) weighing this many MB warn;
+# smaller ones are listed in the report only.
+threshold_unused_index_warning_mb = 100
+# quarterly: the full performance audit's requests per endpoint (compared with history).
+maintain_audit_requests = 200
+# quarterly: the inventory the disaster-recovery drill runs against ("" = no drill).
+maintain_drill_inventory = ""
+# quarterly: when the threshold_ values were last reviewed (ISO date), and how often.
+maintain_thresholds_reviewed_on = "2026-12-04"
+maintain_thresholds_review_days = 90
+# monthly: the registry `npm audit` asks ("" = npm's configured registry).
+maintain_npm_audit_registry = ""
+
+# --- drill_: the disaster-recovery drill (`deploy.py drill`, `drill rollback`) ----------------
+# Set in the drill inventory (spare hosts, deploy_environment not production, and a db_name of
+# its own: the scratch database the backup is restored into). Goals: the 5 minutes
+# from a bare host to healthy (RTO), a backup at most a day old (RPO), and for `drill
+# rollback` service back within 3 minutes of the switch to a failing build.
+drill_rto_goal_seconds = 300
+drill_rpo_goal_seconds = 86400
+drill_rollback_goal_seconds = 180
+# Requests per endpoint of the benchmark run on the restored service.
+drill_benchmark_requests = 50
+# The database the drill connects to to create and drop its scratch database.
+drill_admin_database = "postgres"
+
+# --- schedule_: maintenance timers on a control host (deploy.py schedule install) ---------------
+# "auto": systemd timers where systemd runs, else a cron file in /etc/cron.d; or force one.
+schedule_scheduler = "auto"
+# TPE Ops on the control host: its code (src/), a venv (venv/) and the maintenance inventory.
+schedule_install_dir = "/opt/tpe-ops"
+# TPE_STATE_DIR of the scheduled runs (reports, samples, cron logs); "~" is the app user's home.
+schedule_state_dir = "~/.local/state/tpe-ops"
+# The secrets the scheduled runs need, on the control host (mode 0600, owned by the app user).
+schedule_secrets_file = "~/.config/tpe-ops/schedule-secrets.env"
+# With --target: the control host's private key for SSH to the targets ("" = the app user's).
+schedule_ssh_key = ""
+# When each tier runs: systemd calendar events (systemd.time(7)), also rendered for cron:
+# [weekdays] [*-]month-day hour:minute[:00], lists (1,15), ranges (Mon..Fri) and steps (0/15),
+# or daily/weekly/monthly/quarterly. In the host's time zone. Staggered so tiers never collide.
+schedule_daily = "*-*-* 06:00:00"
+schedule_weekly = "Mon *-*-* 07:00:00"
+schedule_monthly = "*-*-01 08:00:00"
+schedule_quarterly = "*-01,04,07,10-01 09:00:00"
+# A random delay up to this many seconds before each run (fleets do not all start at once).
+schedule_randomized_delay_seconds = 900
+# A run still going after this long is stopped (a hung run would block the next ones).
+schedule_timeout_minutes = 120

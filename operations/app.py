@@ -88,6 +88,7 @@ def app_layout(secrets: dict[str, str]) -> None:
         apps=pm2_apps(data),
         paths=paths,
         envs={"backend": backend_settings(data), "frontend": frontend_env(data)},
+        listen_timeout_ms=data.pm2_listen_timeout_ms,
         jinja_env_kwargs={"trim_blocks": True, "lstrip_blocks": True},
         **owner,
         **root,

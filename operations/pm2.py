@@ -13,7 +13,7 @@ from pyinfra.api import FactBase, operation
 # environment, secrets included, so nothing else is ever read.
 SAFE_ENV_FIELDS = (
     "status", "exec_mode", "restart_time", "unstable_restarts", "pm_uptime", "pm_cwd",
-    "instances", "version", "node_version",
+    "instances", "version", "node_version", "pm_out_log_path", "pm_err_log_path",
 )
 LOGROTATE = "pm2-logrotate"
 

@@ -7,6 +7,7 @@ from pyinfra.api import deploy
 
 from operations import nodejs, pm2
 from operations.app import app_layout
+from operations.db import install_client
 from operations.postgres import local_postgres
 from operations.privileges import as_root, as_user, home_of
 from operations.redis import redis_cache
@@ -56,4 +57,5 @@ def provision_host(secrets_by_host: dict[str, dict[str, str]]) -> None:
     redis_cache()
     if data.db_provision_local:
         local_postgres(password=db_password(data, secrets))
+    install_client()
     app_layout(secrets=secrets)

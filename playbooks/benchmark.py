@@ -9,7 +9,6 @@ stored baseline and the target; results appended to a history file.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import urllib.error
@@ -17,7 +16,6 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from operations.health import HttpSample
@@ -25,8 +23,9 @@ from playbooks.common import Options
 from tpe_ops import judgement as j
 from tpe_ops.inventory import LoadedInventory
 from tpe_ops.runner import HostResult, Printer, RunResult, Step, gather
+from tpe_ops.state import STATE_DIR
 
-STATE = Path(os.environ.get("TPE_STATE_DIR", "~/.local/state/tpe-ops")).expanduser() / "benchmark"
+STATE = STATE_DIR / "benchmark"
 
 
 @dataclass

@@ -9,10 +9,12 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 from operations import release as rel
 from playbooks.common import Options, confirm_production, secrets_for_hosts
-from playbooks.release_flow import Flow, HostPlan, execute, read_health
+from playbooks.release_flow import Flow, HostPlan, read_health, reclaim_own_locks
+from playbooks.rollout import RolloutOptions, run_rollout
 from tpe_ops.errors import AbortedError, ConfigError, HostError, OpsError
 from tpe_ops.health import health_problems
 from tpe_ops.inventory import LoadedInventory, load_inventory
@@ -86,6 +88,20 @@ def read_state(host) -> dict:
             **read_health(host)}
 
 
+RECLAIMED = ("released our own deploy lock left by an earlier run from this machine (the host "
+             "went away before that run could release it)")
+
+
+def reclaim(loaded: LoadedInventory, releases: dict, printer: Printer | None) -> set[str]:
+    """Release our own locks left by an earlier run whose host went away (the ReleaseState
+    facts `releases` are updated in place); returns those hosts."""
+    locks = {n: r["lock"] for n, r in releases.items() if not isinstance(r, Exception)}
+    released = reclaim_own_locks(loaded, locks, printer)
+    for name in released:
+        releases[name]["lock"] = None
+    return released
+
+
 def plan_deploy(states: dict, commit: str) -> dict[str, HostPlan]:
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     plans = {}
@@ -150,13 +166,20 @@ def gate_unhealthy_before(states: dict, plans: dict[str, HostPlan], options: Opt
 
 
 def deploy(loaded: LoadedInventory, options: Options, printer: Printer | None,
-           ref: str | None) -> RunResult:
+           ref: str | None, rollout: RolloutOptions | None = None) -> RunResult:
     started = time.monotonic()
+    rollout = rollout or RolloutOptions()
+    rollout.validate(len(loaded.hosts))  # bad batch options stop here, before any change
     secrets_for_hosts(loaded)  # a missing secret stops here, before any change
     commit = resolve_commit(loaded, ref)
     states = gather(loaded, read_state)
+    reclaimed = set() if options.dry else reclaim(
+        loaded, {n: s["release"] for n, s in states.items() if not isinstance(s, Exception)},
+        printer)
     plans = plan_deploy(states, commit)
     flow = Flow("deploy", loaded, plans, printer)
+    for name in reclaimed:
+        flow.note(name, "changed", RECLAIMED)
     for name, plan in plans.items():
         if plan.skip_reason:
             flow.note(name, "ok", plan.skip_reason)
@@ -170,7 +193,10 @@ def deploy(loaded: LoadedInventory, options: Options, printer: Printer | None,
     gate_unhealthy_before(states, plans, options)
     confirm_production(loaded, options, f"deploy {commit[:12]}")
     flow.archive = make_archive(loaded, commit)
-    result = execute(flow)
-    result.seconds = time.monotonic() - started
-    return result
+    try:
+        run_rollout(flow, rollout)
+    finally:
+        if flow.archive:
+            Path(flow.archive).unlink(missing_ok=True)
+    return RunResult(dry=False, hosts=flow.results, seconds=time.monotonic() - started)
 

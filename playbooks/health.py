@@ -8,7 +8,6 @@ state file per host, because PM2's counter resets on resurrect and Redis's are c
 from __future__ import annotations
 
 import json
-import os
 import time
 import urllib.error
 import urllib.request
@@ -25,13 +24,13 @@ from tpe_ops import judgement as j
 from tpe_ops.inventory import LoadedInventory
 from tpe_ops.runner import HostResult, Printer, RunResult, Step, gather
 from tpe_ops.settings import pm2_apps
+from tpe_ops.state import STATE_DIR, host_key
 
-STATE_DIR = Path(os.environ.get("TPE_STATE_DIR", "~/.local/state/tpe-ops")).expanduser()
 KEEP_SECONDS = 2 * 3600
 LEVEL_STATUS = {"ok": "ok", "warning": "warning", "critical": "critical", "unknown": "unknown"}
 
 
-def _read(host) -> dict[str, Any]:
+def read_facts(host) -> dict[str, Any]:
     data = host.data
     app = as_user(host, data.app_user)
     paths = layout(data.app_deploy_to)
@@ -53,7 +52,7 @@ def _read(host) -> dict[str, Any]:
     return facts
 
 
-def _public_check(url: str, timeout: float) -> dict[str, Any]:
+def public_check(url: str, timeout: float) -> dict[str, Any]:
     started = time.monotonic()
     try:
         with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 (configured URL)
@@ -68,7 +67,7 @@ def _public_check(url: str, timeout: float) -> dict[str, Any]:
 # --- our own samples between runs --------------------------------------------------------
 
 def _state_path(host_name: str) -> Path:
-    return STATE_DIR / "health" / f"{host_name.strip('@').replace('/', '_')}.json"
+    return STATE_DIR / "health" / f"{host_key(host_name)}.json"
 
 
 def load_samples(host_name: str) -> list[dict[str, Any]]:
@@ -94,15 +93,11 @@ def judge(facts: dict[str, Any], data: Any, samples: list[dict[str, Any]], now: 
     """Findings for one host from its facts and our earlier samples; also the new sample."""
     t = j.Thresholds.from_data(data)
     expected = [a.name for a in pm2_apps(data)]
-    counters = {name: j.restart_counter(facts["pm2"], name) for name in expected}
     redis = facts["redis"]
-    sample = {"time": now, "restarts": counters,
+    sample = {"time": now, "restarts": restart_counters(facts["pm2"], expected),
               "redis": {k: redis[k] for k in ("keyspace_hits", "keyspace_misses")}
               if redis else None}
-    history = [*samples, sample]
-    restarts = {name: j.restarts_in_last_hour(
-        [(s["time"], s["restarts"][name]) for s in history if name in s.get("restarts", {})],
-        now) for name in expected}
+    restarts = restarts_last_hour(facts["pm2"], expected, samples, now)
     findings = j.pm2_findings(facts["pm2"], expected, restarts, t, now)
     findings.append(j.health_endpoint_finding("health:local", facts["health"]))
     if public is not None:
@@ -121,6 +116,19 @@ def judge(facts: dict[str, Any], data: Any, samples: list[dict[str, Any]], now: 
     findings.append(j.memory_finding(after["mem_pct"], t))
     findings.append(j.cpu_finding(cpu_pct(before["cpu"], after["cpu"]), t))
     return findings, sample
+
+
+def restart_counters(processes: list[dict], expected: list[str]) -> dict[str, int]:
+    return {name: j.restart_counter(processes, name) for name in expected}
+
+
+def restarts_last_hour(processes: list[dict], expected: list[str], samples: list[dict],
+                       now: float) -> dict[str, int | None]:
+    """Restarts per app over the last hour, from our kept samples plus the counters now."""
+    history = [*samples, {"time": now, "restarts": restart_counters(processes, expected)}]
+    return {name: j.restarts_in_last_hour(
+        [(s["time"], s["restarts"][name]) for s in history if name in s.get("restarts", {})],
+        now) for name in expected}
 
 
 def _sample_findings(sample: list[tuple[int, float]], t: j.Thresholds) -> list[j.Finding]:
@@ -147,7 +155,7 @@ def _redis_findings(redis: dict | None, samples: list[dict], t: j.Thresholds) ->
 
 def health(loaded: LoadedInventory, options: Options, printer: Printer | None) -> RunResult:
     started = time.monotonic()
-    measured = gather(loaded, _read)
+    measured = gather(loaded, read_facts)
     results: dict[str, HostResult] = {}
     every: list[j.Finding] = []
     now = time.time()
@@ -158,7 +166,7 @@ def health(loaded: LoadedInventory, options: Options, printer: Printer | None) -
             findings = [j.Finding("connect", "unknown", str(facts))]
         else:
             data = host.data
-            public = (_public_check(data.health_public_url.rstrip("/") + data.health_endpoint,
+            public = (public_check(data.health_public_url.rstrip("/") + data.health_endpoint,
                                     data.health_timeout_seconds)
                       if data.health_public_url else None)
             samples = load_samples(host.name)
@@ -203,13 +211,25 @@ def history_sample(result: HostResult, now: float) -> dict[str, Any]:
             "error_rate_pct": error, "p95_ms": p95}
 
 
+def _history_path(host_name: str) -> Path:
+    return STATE_DIR / "health" / f"{host_key(host_name)}-history.jsonl"
+
+
+def read_history(host_name: str) -> list[dict[str, Any]]:
+    """The samples `health --watch` kept for a host (newest 2,000), [] if none."""
+    try:
+        lines = _history_path(host_name).read_text().splitlines()[-2000:]
+    except OSError:
+        return []
+    return [json.loads(line) for line in lines if line.strip()]
+
+
 def append_history(host_name: str, sample: dict[str, Any]) -> list[dict[str, Any]]:
-    path = STATE_DIR / "health" / f"{host_name.strip('@').replace('/', '_')}-history.jsonl"
+    path = _history_path(host_name)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:
         handle.write(json.dumps(sample) + "\n")
-    lines = path.read_text().splitlines()[-2000:]
-    return [json.loads(line) for line in lines if line.strip()]
+    return read_history(host_name)
 
 
 def prometheus_text(result: RunResult, now: float) -> str:

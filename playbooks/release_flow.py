@@ -15,10 +15,10 @@ import json
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from pyinfra import host as current_host
@@ -31,6 +31,7 @@ from tpe_ops.health import health_problems, pm2_problems
 from tpe_ops.inventory import LoadedInventory
 from tpe_ops.runner import HostResult, Printer, RunResult, Step, gather, run_deploy
 from tpe_ops.settings import pm2_apps
+from tpe_ops.state import STATE_DIR
 
 MIGRATE_STEP = "Run pending database migrations"
 
@@ -67,15 +68,16 @@ class Flow:
         return [h for h in self.loaded.hosts
                 if not self.plans[h.name].skip_reason and self.results[h.name].ok]
 
-    def phase(self, func: Callable[[], None], hosts: list | None = None) -> None:
+    def phase(self, func: Callable[[], None], hosts: list | None = None) -> RunResult | None:
         hosts = self.live() if hosts is None else hosts
         if not hosts:
-            return
+            return None
         result = run_deploy(self.loaded.fresh([h.name for h in hosts]), func,
                             printer=self.printer)
         for name, outcome in result.hosts.items():
             self.results[name].steps.extend(outcome.steps)
             self.results[name].error = self.results[name].error or outcome.error
+        return result
 
     def note(self, host_name: str, status: str, text: str) -> None:
         step = Step(text, status)
@@ -214,15 +216,20 @@ def revision_record(flow: Flow, name: str) -> dict[str, Any]:
     }
 
 
+def warm_cache() -> None:
+    """The app's warm-cache script in the current release, as the app user, with the app's
+    env (a deploy's last phase, and `cache warm`)."""
+    data = current_host.data
+    paths = layout(data.app_deploy_to)
+    if data.app_warm_cache_command:
+        rel.run_script(
+            rel.with_app_env(paths["shared"], f"{paths['current']}/{data.app_backend_dir}",
+                             in_app_root(data.app_warm_cache_command)),
+            name="Warm the cache", **as_user(current_host, data.app_user))
+
+
 def phase_warm_cache(flow: Flow):
-    def run() -> None:
-        data, paths, _, _, _, app = _ctx(flow)
-        if data.app_warm_cache_command:
-            rel.run_script(
-                rel.with_app_env(paths["shared"], f"{paths['current']}/{data.app_backend_dir}",
-                                 in_app_root(data.app_warm_cache_command)),
-                name="Warm the cache", **app)
-    return run
+    return warm_cache
 
 
 # --- verification ------------------------------------------------------------------------
@@ -285,28 +292,105 @@ def verify(loaded: LoadedInventory, hosts: list,
 Guard = Callable[[Flow, list], dict[str, str]]
 
 
-def execute(flow: Flow, guard: Guard | None = None) -> RunResult:
+def execute(flow: Flow, guard: Guard | None = None, lock: bool = True) -> RunResult:
     """Run the flow on the live hosts. `guard` may refuse hosts after the build, before the
-    switch ({host: reason})."""
+    switch ({host: reason}). lock=False: the caller holds the locks (a rollout holds them for
+    every batch)."""
     started = time.monotonic()
-    locked = flow.live()
-    try:
-        flow.phase(phase_lock(flow))
-        flow.phase(phase_build(flow), [h for h in flow.live() if flow.plans[h.name].build])
-        if guard:
-            for name, reason in guard(flow, flow.live()).items():
-                flow.note(name, "failed", reason)
-        switched = flow.live()
-        flow.phase(phase_switch(flow), switched)
-        _verify_or_switch_back(flow, switched)
-        flow.phase(phase_finish(flow), switched)
-        if flow.kind == "deploy":  # a rollback goes back to code the cache already serves
-            flow.phase(phase_warm_cache(flow), [h for h in switched if flow.verified[h.name]])
-    finally:
-        flow.phase(phase_unlock(flow), locked)
-        if flow.archive:
-            Path(flow.archive).unlink(missing_ok=True)
+    if not lock:
+        _release_steps(flow, guard)
+        return RunResult(dry=False, hosts=flow.results, seconds=time.monotonic() - started)
+    with fleet_lock(flow) as locked:
+        if locked:
+            _release_steps(flow, guard)
     return RunResult(dry=False, hosts=flow.results, seconds=time.monotonic() - started)
+
+
+@contextmanager
+def fleet_lock(flow: Flow) -> Iterator[bool]:
+    """Lock every live host, or none (yields whether all are locked): the first host
+    (inventory order) first, as the fleet's mutex, so a second controller racing for the same
+    fleet stops there and touches nothing else; then the others. Released on every exit path;
+    a lock that could not be released (the host went away) is remembered as ours, and the next
+    run releases it (`reclaim_own_locks`)."""
+    hosts = flow.live()
+    try:
+        flow.phase(phase_lock(flow), hosts[:1])
+        flow.phase(phase_lock(flow), [h for h in hosts[1:] if flow.results[hosts[0].name].ok])
+        refused = [h.name for h in hosts if not flow.results[h.name].ok]
+        for h in flow.live() if refused else []:
+            flow.note(h.name, "failed",
+                      f"not started: no deploy lock on {', '.join(refused)} (all hosts or none)")
+        yield not refused
+    finally:
+        unlocked = flow.phase(phase_unlock(flow), hosts)
+        remember_locks(flow, [h for h in hosts if unlocked and not unlocked.hosts[h.name].ok])
+
+
+# --- our own locks that could not be released ----------------------------------------------
+
+LEDGER = STATE_DIR / "locks-not-released.json"
+
+
+def _ledger() -> list[dict[str, str]]:
+    try:
+        return json.loads(LEDGER.read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+
+
+def remember_locks(flow: Flow, hosts: list) -> None:
+    """The hosts whose lock this run took but could not release (unreachable at the end)."""
+    if not hosts:
+        return
+    entries = _ledger() + [{"host": h.name, "deploy_to": h.data.app_deploy_to,
+                            "token": flow.token} for h in hosts]
+    LEDGER.parent.mkdir(parents=True, exist_ok=True)
+    LEDGER.write_text(json.dumps(entries, indent=2))
+    for h in hosts:
+        flow.note(h.name, "failed", "deploy lock not released (host unreachable): the next "
+                                    "run from this machine releases it")
+
+
+def reclaim_own_locks(loaded: LoadedInventory, locks: dict[str, str | None],
+                      printer: Printer | None) -> set[str]:
+    """Release locks an earlier run of this machine took and could not release (its process
+    has ended: it wrote them down on its way out). `locks`: {host: lock owner text}. Returns
+    the hosts released. Someone else's lock is never touched."""
+    entries = _ledger()
+    mine = {}
+    for name, lock in locks.items():
+        for entry in entries:
+            if entry["host"] == name and lock and entry["token"] in lock:
+                mine[name] = entry
+    if not mine:
+        return set()
+
+    def run() -> None:
+        data = current_host.data
+        rel.run_script(rel.unlock_command(data.app_deploy_to, mine[current_host.name]["token"]),
+                       name="Release our own deploy lock left by an earlier run",
+                       **as_user(current_host, data.app_user))
+    result = run_deploy(loaded.fresh(list(mine)), run, printer=printer)
+    released = {n for n, r in result.hosts.items() if r.ok}
+    LEDGER.write_text(json.dumps([e for e in entries
+                                  if not (e["host"] in released and e in mine.values())],
+                                 indent=2))
+    return released
+
+
+def _release_steps(flow: Flow, guard: Guard | None) -> None:
+    """Build (when needed), guard, switch, verify or switch back, record, warm the cache."""
+    flow.phase(phase_build(flow), [h for h in flow.live() if flow.plans[h.name].build])
+    if guard:
+        for name, reason in guard(flow, flow.live()).items():
+            flow.note(name, "failed", reason)
+    switched = flow.live()
+    flow.phase(phase_switch(flow), switched)
+    _verify_or_switch_back(flow, switched)
+    flow.phase(phase_finish(flow), switched)
+    if flow.kind == "deploy":  # a rollback goes back to code the cache already serves
+        flow.phase(phase_warm_cache(flow), [h for h in switched if flow.verified[h.name]])
 
 
 def _verify_or_switch_back(flow: Flow, switched: list) -> None:

@@ -14,15 +14,31 @@ from operations import release as rel
 from operations.app import layout
 from operations.privileges import as_user
 from playbooks.common import Options, confirm_production, secrets_for_hosts
-from playbooks.deploy import lock_error, make_archive, resolve_commit
-from playbooks.release_flow import Flow, HostPlan, execute
+from playbooks.deploy import RECLAIMED, lock_error, make_archive, reclaim, resolve_commit
+from playbooks.health import read_history
+from playbooks.release_flow import Flow, HostPlan
+from playbooks.rollout import RolloutOptions, run_rollout
+from tpe_ops import judgement as j
 from tpe_ops.errors import ConfigError, HostError
 from tpe_ops.incident import incident_json, incident_markdown, incident_record
 from tpe_ops.inventory import PROJECT_ROOT, LoadedInventory
 from tpe_ops.runner import Printer, RunResult, gather
+from tpe_ops.state import host_key
 
 INCIDENTS = PROJECT_ROOT / "reports" / "incidents"
 NO_HISTORY = "no health history available yet: the decision criteria were not evaluated"
+
+
+def rollback_criteria(host) -> str:
+    """The runbook's section 5 decision criteria over the history `health --watch` kept."""
+    history = read_history(host.name)
+    if not history:
+        return NO_HISTORY
+    decision = j.rollback_decision(history, j.Thresholds.from_data(host.data), None,
+                                   time.time())
+    span = (history[-1]["time"] - history[0]["time"]) / 60
+    return (f"{decision['decision']} (from {len(history)} health samples over {span:.0f} min)"
+            + (f": {'; '.join(decision['reasons'])}" if decision["reasons"] else ""))
 
 
 def pick_target(state: dict, to: str | None, commit: str | None = None) -> str | None:
@@ -131,7 +147,7 @@ def migration_guard(force: bool):
     return guard
 
 
-def _write_incidents(flow: Flow, reason: str) -> None:
+def _write_incidents(flow: Flow, reason: str, criteria: dict[str, str]) -> None:
     when = datetime.now(UTC).isoformat(timespec="seconds")
     stamp = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     INCIDENTS.mkdir(parents=True, exist_ok=True)
@@ -143,9 +159,9 @@ def _write_incidents(flow: Flow, reason: str) -> None:
             name, when, reason, plan.previous, plan.release, plan.commit,
             "verified, serving" if flow.verified[name]
             else f"verification failed: {flow.reasons.get(name)}",
-            NO_HISTORY, plan.meta.get("_guard", {}).get("ahead", []),
+            criteria[name], plan.meta.get("_guard", {}).get("ahead", []),
         )
-        base = INCIDENTS / f"{stamp}-{name.strip('@').replace('/', '_')}-{flow.token[:6]}"
+        base = INCIDENTS / f"{stamp}-{host_key(name)}-{flow.token[:6]}"
         base.with_suffix(".md").write_text(incident_markdown(record))
         base.with_suffix(".json").write_text(incident_json(record))
         files[name] = (str(base.with_suffix(".md")), str(base.with_suffix(".json")))
@@ -164,26 +180,38 @@ def _write_incidents(flow: Flow, reason: str) -> None:
 
 
 def rollback(loaded: LoadedInventory, options: Options, printer: Printer | None,
-             to: str | None, force: bool, reason: str | None) -> RunResult:
+             to: str | None, force: bool, reason: str | None,
+             rollout: RolloutOptions | None = None) -> RunResult:
     started = time.monotonic()
+    rollout = rollout or RolloutOptions()
+    rollout.validate(len(loaded.hosts))
     secrets_for_hosts(loaded)
     states = gather(loaded, lambda h: h.get_fact(rel.ReleaseState,
                                                  deploy_to=h.data.app_deploy_to))
+    reclaimed = set() if options.dry else reclaim(loaded, states, printer)
     plans, commit = plan_rollback(loaded, states, to)
     flow = Flow("rollback", loaded, plans, printer)
+    for name in reclaimed:
+        flow.note(name, "changed", RECLAIMED)
+    criteria = {h.name: rollback_criteria(h) for h in loaded.hosts}
     for name, plan in plans.items():
         how = "build it, then switch" if plan.build else "on disk: switch and reload"
         flow.note(name, "would-change" if options.dry else "ok",
                   f"rollback {plan.previous or '-'} -> {plan.release} ({how})")
-        flow.note(name, "ok", f"rollback criteria: {NO_HISTORY}")
+        flow.note(name, "ok", f"rollback criteria: {criteria[name]}")
     if options.dry:
         return RunResult(dry=True, hosts=flow.results, seconds=time.monotonic() - started)
     confirm_production(loaded, options, f"rollback to {to or 'the previous release'}")
     if commit and loaded.hosts[0].data.app_source == "upload":
         flow.archive = make_archive(loaded, commit)
-    result = execute(flow, guard=migration_guard(force))
+    try:
+        run_rollout(flow, rollout, guard=migration_guard(force))
+    finally:
+        if flow.archive:
+            Path(flow.archive).unlink(missing_ok=True)
+    result = RunResult(dry=False, hosts=flow.results)
     if flow.verified:
-        _write_incidents(flow, reason or "rollback requested by an operator")
+        _write_incidents(flow, reason or "rollback requested by an operator", criteria)
     if any(not h.ok for h in flow.results.values()) and not flow.verified:
         refused = [s.name for h in flow.results.values() for s in h.steps
                    if s.name.startswith("refused")]

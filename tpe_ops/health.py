@@ -7,6 +7,10 @@ from typing import Any
 
 # The runbook's /api/health answer: {status, timestamp, environment, version}.
 HEALTH_KEYS = ("status", "timestamp", "environment", "version")
+# Dependencies an app may report in the same answer: when present, they must be up (a release
+# that cannot reach its database is not healthy, whatever its own status says).
+DEPENDENCY_KEYS = ("database", "redis")
+DEPENDENCY_UP = ("ok", "up", "connected", "healthy")
 
 
 def health_problems(http: dict[str, Any]) -> list[str]:
@@ -27,7 +31,8 @@ def health_problems(http: dict[str, Any]) -> list[str]:
         return [f"health answer lacks {', '.join(missing)}"]
     if body.get("status") not in ("healthy", "ok"):
         return [f"health status is {body.get('status')!r}"]
-    return []
+    return [f"health reports {key}: {body[key]!r}" for key in DEPENDENCY_KEYS
+            if key in body and body[key] not in DEPENDENCY_UP]
 
 
 def _by_name(processes: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

@@ -74,6 +74,8 @@ def _build(path: Path) -> Inventory:
         cause = getattr(error, "exception", error)  # pyinfra wraps errors of exec'd files
         if isinstance(cause, SyntaxError):
             return _syntax_error(cause, path)
+        if isinstance(cause, ConfigError):  # the file explained itself (e.g. ec2.py): keep its hint
+            raise ConfigError(f"{_display(path)}: {cause.message}", cause.hint) from None
         where = _display(Path(getattr(error, "filename", None) or path))
         raise ConfigError(f"{where}: {cause}", "fix that file") from None
 

@@ -193,6 +193,15 @@ class Thresholds:
     rollback_sustained_error_minutes: float = 30  # new: "sustained for > 30 minutes"
     # new: a longer silence between two samples breaks a "for N minutes" run (nobody looked).
     rollback_max_gap_seconds: float = 180
+    # new (maintenance, section 7): error-log lines in the daily check; disk growth monthly.
+    error_log_lines_warning: int = 1
+    error_log_lines_critical: int = 20
+    disk_growth_pct_per_30_days: float = 20
+    # new: a p95 slower than its reference by less than this is noise, whatever the percentage
+    # (3 ms -> 5 ms is +66 %); applies to the maintenance benchmarks' comparisons.
+    degradation_min_ms: float = 50
+    # new (maintenance, monthly): unused or rarely used indexes worth an alert, in MB.
+    unused_index_warning_mb: float = 100
 
     @classmethod
     def from_data(cls, data: Any) -> Thresholds:

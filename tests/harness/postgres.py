@@ -179,7 +179,9 @@ def create_test_database(cluster: Cluster = DEFAULT_CLUSTER) -> PostgresDB:
     suffix = f"{os.getpid()}_{secrets.token_hex(3)}"
     name, user = f"{DB_PREFIX}_{suffix}", f"{ROLE_PREFIX}_{suffix}"
     password = secrets.token_urlsafe(24)
-    psql(f"CREATE ROLE \"{user}\" LOGIN PASSWORD '{scram_verifier(password)}';", cluster=cluster)
+    # CREATEDB as RDS's master user has it: `db verify-backup` restores into a scratch database.
+    psql(f"CREATE ROLE \"{user}\" LOGIN CREATEDB PASSWORD '{scram_verifier(password)}';",
+         cluster=cluster)
     psql(f'CREATE DATABASE "{name}" OWNER "{user}";', cluster=cluster)
     return PostgresDB(host=LOOPBACK, port=cluster.port, name=name, user=user,
                       password=password, cluster=cluster)

@@ -117,7 +117,7 @@ def commit_of(app_repo) -> Callable[[str], str]:
 @pytest.fixture(scope="session")
 def make_inventory(tmp_path_factory, app_repo, postgres_db):
     """Write an inventory for hosts, with the example app and the controller's PostgreSQL."""
-    def make(hosts, name: str = "inventory", **extra) -> Path:
+    def make(hosts, name: str = "inventory", host_data: dict | None = None, **extra) -> Path:
         data = {
             "deploy_environment": "test",
             "app_repo": str(app_repo),
@@ -130,7 +130,8 @@ def make_inventory(tmp_path_factory, app_repo, postgres_db):
             "health_stabilisation_seconds": 3,
             **extra,
         }
-        return write_inventory(hosts, tmp_path_factory.mktemp(name) / f"{name}.py", data)
+        return write_inventory(hosts, tmp_path_factory.mktemp(name) / f"{name}.py", data,
+                               host_data=host_data)
     return make
 
 
@@ -182,7 +183,7 @@ def served_host(host_factory, make_inventory, secret_env, tmp_path_factory):
     # CPU use is the controller's, so its thresholds are out of reach here.
     inventory = str(make_inventory([host], "served", threshold_cpu_warning_pct=101,
                                    threshold_cpu_critical_pct=101))
-    env = {**secret_env, "TPE_STATE_DIR": str(tmp_path_factory.mktemp("served-state"))}
+    env = SecretEnv({**secret_env, "TPE_STATE_DIR": str(tmp_path_factory.mktemp("served-state"))})
     assert run_cli("provision", "-i", inventory, env=env).returncode == 0
     done = run_cli("deploy", "-i", inventory, "--commit", "good", env=env)
     assert done.returncode == 0, done.stdout + done.stderr

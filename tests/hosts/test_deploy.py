@@ -9,6 +9,7 @@ host of `app_hosts`.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -351,8 +352,44 @@ def test_controller_interrupted_during_build(host, inventory, secret_env, tmp_pa
     assert_serving(host, "1.0.0")
 
 
+def test_controller_killed_during_dependency_install(host, inventory, secret_env, tmp_path,
+                                                     commit_of):
+    """From `good` or `slow` (plus two partial `code-change` releases): SIGKILL while `npm ci`
+    installs the dependencies of `deps-change`. The previous release keeps serving; the lock
+    is reported and cleared like after any dead deploy."""
+    before = read_layout(host)
+    releases = host.root / DEPLOY_TO.lstrip("/") / "releases"
+    proc = start_cli(tmp_path, "killed-install", "deploy", "-i", inventory, "--commit",
+                     "deps-change", env=secret_env)
+    commit = commit_of("deps-change")
+    try:
+        deadline = time.monotonic() + 240
+        installing = None
+        while installing is None and time.monotonic() < deadline:
+            assert proc.poll() is None, f"the deploy ended before its install ({proc.returncode})"
+            for path in releases.glob(f"*-{commit[:12]}"):
+                # npm ci is filling node_modules; the fingerprint is written when it is done
+                if (path.name not in before.releases and (path / "node_modules").is_dir()
+                        and not (path / ".deps-fingerprint").exists()):
+                    installing = path
+            time.sleep(0.05)
+        assert installing is not None, "npm ci never started"
+    finally:
+        proc.kill()
+        proc.wait(30)
+    assert not (installing / ".deps-fingerprint").exists(), "killed after the install ended"
+    layout = read_layout(host)
+    assert layout.current == before.current
+    assert_serving(host, "1.0.0")
+    assert layout.lock is not None and commit in layout.lock
+    done = cli("unlock", "-i", inventory, "--force")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert read_layout(host).lock is None
+
+
 def test_deploy_after_interruptions_with_retention(host, make_inventory, secret_env, commit_of):
-    """From `good` or `slow` plus two partial `code-change` releases, with an inventory keeping
+    """From `good` or `slow` plus three partial releases (two `code-change`, one
+    `deps-change`), with an inventory keeping
     2 releases: `code-change` deploys; the releases left are the newest 2 complete ones plus
     current and known-good (never removed)."""
     keep = 2
@@ -371,7 +408,7 @@ def test_deploy_after_interruptions_with_retention(host, make_inventory, secret_
     assert set(after.releases) <= newest | protected, after.releases
     assert len(after.releases) <= keep + len(protected - newest), after.releases
     partials = set(before.releases) - set(before.complete)
-    assert len(partials) == 2 and not partials & set(after.releases), partials
+    assert len(partials) == 3 and not partials & set(after.releases), partials
 
 
 def test_partial_releases_are_cleaned_by_the_next_deploy(host):
@@ -384,11 +421,54 @@ def test_partial_releases_are_cleaned_by_the_next_deploy(host):
     assert partial == [], f"partial releases left on disk: {partial}"
 
 
+def test_controller_killed_right_after_the_switch(host, inventory, secret_env, tmp_path,
+                                                   commit_of):
+    """From `code-change` (verified): SIGKILL the moment `current` points at the new `good`
+    release, before its reload and verification are done. The host serves one release or
+    the other, healthy, never nothing; after `unlock --force` the same deploy succeeds."""
+    before = read_layout(host)
+    current = host.root / DEPLOY_TO.lstrip("/") / "current"
+    proc = start_cli(tmp_path, "killed-switch", "deploy", "-i", inventory,
+                     "--commit", "good", env=secret_env)
+    try:
+        deadline = time.monotonic() + 300
+        while Path(os.readlink(current)).name == before.current:
+            assert proc.poll() is None, f"the deploy ended before its switch ({proc.returncode})"
+            assert time.monotonic() < deadline, "the switch never happened"
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait(30)
+    switched_to = read_layout(host).current
+    assert switched_to.endswith(commit_of("good")[:12])
+    assert wait_until_serving(host, 60), "nothing serving after the controller died"
+    assert health(host)["version"] in ("1.0.0", CODE_CHANGE_VERSION)
+    assert read_layout(host).lock is not None
+    done = cli("unlock", "-i", inventory, "--force")
+    assert done.returncode == 0, done.stdout + done.stderr
+    code, payload, stderr = deploy(inventory, "good", secret_env)
+    assert code == 0, (payload, stderr)
+    after = read_layout(host)
+    assert after.current.endswith(commit_of("good")[:12])
+    assert after.last_revision["result"] == "verified" and after.lock is None
+    assert_serving(host, "1.0.0")
+
+
+def wait_until_serving(host, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if (http_code(host, host.backend_port) == "200"
+                and http_code(host, host.frontend_port, "/") == "200"):
+            return True
+        time.sleep(0.5)
+    return False
+
+
 # --- two hosts -------------------------------------------------------------------------------
 
 def test_two_hosts_in_parallel(app_hosts, secret_env, commit_of):
-    """Host 1 from `code-change`, host 2 (provisioned, no release yet): deploy `good` to both
-    at once."""
+    """Host 1 already on `good` (verified: nothing to do), host 2 (provisioned, no release yet):
+    deploy `good` to both at once; each host ends on `good`, verified."""
     hosts = [app_hosts.first, app_hosts.second]
     code, payload, stderr = deploy(app_hosts.pair_inventory, "good", secret_env)
     assert code == 0, (payload, stderr)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import run_cli
-from tests.hosts.conftest import http_code, read_layout
+from tests.hosts.conftest import SecretEnv, http_code, read_layout
 
 pytestmark = pytest.mark.hosts
 
@@ -44,7 +44,7 @@ def test_production_commit_not_verified_on_staging_is_refused(host, make_invento
                                                               tmp_path):
     inventory = make_inventory([host], "prod-gate", deploy_environment="production")
     before = read_layout(host)
-    env = {**secret_env, "TPE_STAGING_HOSTS": "", "TPE_HOSTS_DIR": str(tmp_path)}
+    env = SecretEnv({**secret_env, "TPE_STAGING_HOSTS": "", "TPE_HOSTS_DIR": str(tmp_path)})
     done = run_cli("deploy", "-i", str(inventory), "--commit", "good", "--yes", env=env)
     assert done.returncode == 3, done.stdout + done.stderr
     assert "has not been verified on staging" in done.stderr

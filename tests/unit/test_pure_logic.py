@@ -59,6 +59,15 @@ def test_health_shape():
                                                           if k != "version"}))[0]
 
 
+def test_health_dependencies_reported_by_the_app_must_be_up():
+    good = {"status": "healthy", "timestamp": "t", "environment": "production", "version": "1"}
+    assert health_problems(_http(200, {**good, "redis": "ok", "database": "ok"})) == []
+    assert health_problems(_http(200, {**good, "redis": "error", "database": "ok"})) == [
+        "health reports redis: 'error'"]
+    assert health_problems(_http(200, {**good, "database": "down"})) == [
+        "health reports database: 'down'"]
+
+
 def test_pm2_problems_detect_missing_errored_and_restarts():
     online = [{"name": "a", "status": "online", "restart_time": 0}]
     assert pm2_problems(online, online, ["a"]) == []

@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Deploy wall time for 1, 3 and 6 real test hosts in one run (issue 7's goal: 6 hosts at most
+1.5 times 1 host, when the hosts of a batch deploy in parallel).
+
+Six hosts are provisioned and deployed `good` together (warm-up, not measured). Then a
+code-only change (dependencies reused, frontend rebuilt) is deployed to 1 host, to 3 other
+hosts, and another code-only change to all 6, all at once (one batch); then the 6 again in
+rolling batches of 2 for comparison. Reference: the 1-host deploy of the same run.
+Needs root (systemd-nspawn): python bench/fleet_bench.py
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.deploy_bench import cli, make_repo  # noqa: E402
+from tests.harness import postgres  # noqa: E402
+from tests.harness.hosts import HostPool, write_inventory  # noqa: E402
+from tests.harness.image import build_base_image  # noqa: E402
+
+
+def main() -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="tpe-fleet-bench-"))
+    repo = make_repo(tmp, {"code-change": "good", "slow": "good"})  # two code-only changes
+    db = postgres.create_test_database()
+    env = {**os.environ, "TPE_DB_PASSWORD": db.password, "TPE_STATE_DIR": str(tmp / "state")}
+    data = {"deploy_environment": "test", "app_repo": str(repo), "app_source": "upload",
+            "db_host": db.host, "db_name": db.name, "db_user": db.user,
+            "secrets_file": str(tmp / "none.env"), "health_stabilisation_seconds": 3}
+    try:
+        with HostPool(build_base_image()) as pool:
+            hosts = pool.make_hosts(6)
+
+            def inventory(name: str, chosen: list) -> str:
+                return str(write_inventory(chosen, tmp / f"{name}.py", data))
+
+            every = inventory("six", hosts)
+            cli("provision", "-i", every, env=env)
+            cli("deploy", "-i", every, "--commit", "good", env=env)
+            one = cli("deploy", "-i", inventory("one", hosts[:1]), "--commit", "code-change",
+                      env=env)
+            three = cli("deploy", "-i", inventory("three", hosts[1:4]), "--commit",
+                        "code-change", env=env)
+            six = cli("deploy", "-i", every, "--commit", "slow", env=env)
+            rolling = cli("deploy", "-i", every, "--commit", "good", "--batch-size", "2",
+                          env=env)
+    finally:
+        db.drop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"code-only deploy, 1 host:                {one:6.1f} s   (reference)")
+    print(f"code-only deploy, 3 hosts at once:       {three:6.1f} s   ratio {three / one:.2f}")
+    print(f"code-only deploy, 6 hosts at once:       {six:6.1f} s   ratio {six / one:.2f} "
+          "(goal <= 1.5)")
+    print(f"code-only deploy, 6 hosts, batches of 2: {rolling:6.1f} s   ratio "
+          f"{rolling / one:.2f}")
+    print(f"(on {os.cpu_count()} CPUs shared by the controller and every host)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,281 @@
+"""A fleet of three real hosts: rolling deploys and rollbacks in batches with a gate per batch,
+under load with zero failed requests, a canary that stops a bad rollout, a failed batch
+switched back, two controllers at once, and faults (a host powered off mid-deploy, the SSH
+connection dropped mid-operation). The tests run in order on the same fleet; each docstring
+says the state it starts from."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.helpers import run_json
+from tests.hosts.conftest import (
+    CODE_CHANGE_VERSION,
+    SecretEnv,
+    health,
+    read_layout,
+    start_cli,
+    wait_for_build,
+)
+from tests.load import RequestLoop
+
+pytestmark = pytest.mark.hosts
+REQUESTS: dict[str, int] = {}  # requests served during the rolling runs (for the notes)
+
+
+class Fleet:
+    def __init__(self, hosts, inventory: str, env: dict) -> None:
+        self.hosts, self.inventory, self.env = hosts, inventory, env
+
+    def urls(self) -> list[str]:
+        return [u for h in self.hosts for u in (
+            f"http://127.0.0.1:{h.backend_port}/api/health",
+            f"http://127.0.0.1:{h.frontend_port}/")]
+
+    def run(self, *args: str, inventory: str | None = None) -> tuple[int, dict, str]:
+        return run_json(*args, "-i", inventory or self.inventory, env=self.env)
+
+    def versions(self) -> list[str]:
+        return [health(h)["version"] for h in self.hosts]
+
+    def commits(self) -> list[str]:
+        return [read_layout(h).current.rsplit("-", 1)[1] for h in self.hosts]
+
+
+@pytest.fixture(scope="session")
+def fleet(host_factory, make_inventory, secret_env, tmp_path_factory) -> Fleet:
+    hosts = host_factory(3)
+    inventory = str(make_inventory(hosts, "fleet"))
+    env = SecretEnv({**secret_env, "TPE_STATE_DIR": str(tmp_path_factory.mktemp("fleet-state"))})
+    fleet = Fleet(hosts, inventory, env)
+    for command in (("provision",), ("deploy", "--commit", "good")):
+        code, payload, stderr = fleet.run(*command)
+        assert code == 0, (payload, stderr)
+    return fleet
+
+
+def serving(payload: dict) -> dict[str, str]:
+    """Host -> the commit (12) it serves, as the command's summary read it from the host."""
+    return {name: h["serving"]["commit"] for name, h in payload["hosts"].items()}
+
+
+def step_names(payload: dict, host: str) -> list[str]:
+    return [s["name"] for s in payload["hosts"][host]["steps"]]
+
+
+def test_rolling_deploy_in_batches_under_load(fleet, commit_of):
+    """From `good` everywhere: `code-change` one host at a time, in inventory order, under a
+    request loop on every host's backend and frontend: zero failed requests."""
+    with RequestLoop(fleet.urls(), rate=10, max_seconds=600) as loop:
+        code, payload, stderr = fleet.run("deploy", "--commit", "code-change",
+                                          "--batch-size", "1")
+    print(loop.summary())
+    assert code == 0, (payload, stderr)
+    assert loop.failures == 0, loop.summary()
+    REQUESTS["rolling deploy"] = loop.requests
+    names = [h.name for h in fleet.hosts]
+    for index, name in enumerate(names, 1):
+        assert f"batch {index}/3 passed its gate (0 of 1 failed, 0% allowed)" in step_names(
+            payload, name)
+    assert set(serving(payload).values()) == {commit_of("code-change")[:12]}
+    assert fleet.versions() == [CODE_CHANGE_VERSION] * 3
+    verified = [next(r["time"] for r in reversed(read_layout(h).revisions)
+                     if r["result"] == "verified") for h in fleet.hosts]
+    assert verified == sorted(verified), "batches did not follow the inventory order"
+
+
+def test_rolling_rollback_under_load(fleet, commit_of):
+    """From `code-change` everywhere: `rollback --batch-size 2` (2 hosts, then 1) to `good`,
+    under load: zero failed requests."""
+    with RequestLoop(fleet.urls(), rate=10, max_seconds=300) as loop:
+        code, payload, stderr = fleet.run("rollback", "--batch-size", "2", "--reason",
+                                          "fleet test")
+    print(loop.summary())
+    assert code == 0, (payload, stderr)
+    assert loop.failures == 0, loop.summary()
+    REQUESTS["rolling rollback"] = loop.requests
+    assert "batch 2/2 passed its gate (0 of 1 failed, 0% allowed)" in step_names(
+        payload, fleet.hosts[2].name)
+    assert set(serving(payload).values()) == {commit_of("good")[:12]}
+    assert fleet.versions() == ["1.0.0"] * 3
+
+
+def test_canary_failure_stops_the_rollout(fleet, commit_of):
+    """From `good`: `crash` with --canary. The canary fails verification and is switched back;
+    the rollout stops; the other two hosts are not touched."""
+    before = [read_layout(h) for h in fleet.hosts]
+    code, payload, stderr = fleet.run("deploy", "--commit", "crash", "--canary")
+    assert code == 1, (payload, stderr)
+    good = commit_of("good")[:12]
+    assert serving(payload) == {h.name: good for h in fleet.hosts}
+    canary = read_layout(fleet.hosts[0])
+    assert canary.last_revision["result"] == "rolled-back"
+    assert "bad" in canary.markers[canary.last_revision["release"]]
+    for host, was in zip(fleet.hosts[1:], before[1:], strict=True):
+        now = read_layout(host)
+        assert (now.current, now.releases) == (was.current, was.releases)
+        assert any(n.startswith("not deployed: stopped, batch 1/2 failed its gate")
+                   for n in step_names(payload, host.name))
+    assert fleet.versions() == ["1.0.0"] * 3
+
+
+def test_failed_batch_is_switched_back_and_the_rest_untouched(fleet, make_inventory, commit_of):
+    """From `good`: `code-change` in batches of 2, where the second host's health check fails
+    (its inventory points at a missing endpoint). Batch 1 = hosts 1 and 2: host 2 fails and is
+    switched back by the engine, host 1 passed but is switched back by the batch gate; host 3
+    is never reached. Everyone ends on `good`."""
+    second = fleet.hosts[1].name
+    inventory = str(make_inventory(fleet.hosts, "fleet-bad-second",
+                                   host_data={second: {"health_endpoint": "/api/missing"}}))
+    code, payload, stderr = fleet.run("deploy", "--commit", "code-change", "--batch-size", "2",
+                                      "--unhealthy-ok", inventory=inventory)
+    assert code == 1, (payload, stderr)
+    good = commit_of("good")[:12]
+    assert serving(payload) == {h.name: good for h in fleet.hosts}
+    first = read_layout(fleet.hosts[0])
+    assert [r["result"] for r in first.revisions[-2:]] == ["verified", "rolled-back"]
+    assert any("batch 1/2 failed its gate: 1 of 2 host(s) failed" in n
+               for n in step_names(payload, fleet.hosts[0].name))
+    assert not any(r["commit"].startswith(commit_of("code-change")[:12])
+                   and r["time"] > first.revisions[-3]["time"]
+                   for r in read_layout(fleet.hosts[2]).revisions)
+    assert fleet.versions() == ["1.0.0"] * 3
+
+
+def test_two_controllers_at_once(fleet, tmp_path, commit_of):
+    """From `good`: two deploys of `code-change` started together. One takes the fleet (the
+    first host's lock is the fleet's mutex); the other stops without changing any host.
+    The fleet ends on `code-change`, no lock left."""
+    procs = [start_cli(tmp_path, f"c{i}", "deploy", "-i", fleet.inventory, "--commit",
+                       "code-change", "--json", env=fleet.env) for i in range(2)]
+    codes = [p.wait(900) for p in procs]
+    outs = [(tmp_path / f"c{i}.out").read_text() + (tmp_path / f"c{i}.err").read_text()
+            for i in range(2)]
+    assert sorted(codes)[0] == 0 and sorted(codes)[1] != 0, (codes, outs)
+    loser = outs[codes.index(max(codes))]
+    assert "lock" in loser, loser
+    assert fleet.versions() == [CODE_CHANGE_VERSION] * 3
+    assert all(read_layout(h).lock is None for h in fleet.hosts)
+    assert set(fleet.commits()) == {commit_of("code-change")[:12]}
+
+
+def test_host_powered_off_mid_deploy(fleet, tmp_path, commit_of):
+    """From `code-change`: deploy `good`; the third host powers off during the build. The
+    others end on `good`; the report names the lost host. Booted again, it serves its previous
+    release; the next deploy releases our own lock left there and converges."""
+    third = fleet.hosts[2]
+    before = read_layout(third)
+    proc = start_cli(tmp_path, "poweroff", "deploy", "-i", fleet.inventory, "--commit", "good",
+                     "--json", env=fleet.env)
+    try:
+        wait_for_build(third, before.releases, commit_of("good"), proc)
+        third.kill()
+        code = proc.wait(900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = (tmp_path / "poweroff.out").read_text()
+    assert code == 1, out
+    assert third.name in out and "lock not released" in out
+    assert [health(h)["version"] for h in fleet.hosts[:2]] == ["1.0.0"] * 2
+    third.boot()
+    assert wait_serving(third), "the powered-off host does not serve after boot"
+    assert health(third)["version"] == CODE_CHANGE_VERSION  # its previous release
+    assert read_layout(third).lock is not None  # ours, left behind
+    code, payload, stderr = fleet.run("deploy", "--commit", "good")
+    assert code == 0, (payload, stderr)
+    assert any(n.startswith("released our own deploy lock left by an earlier run")
+               for n in step_names(payload, third.name))
+    assert fleet.versions() == ["1.0.0"] * 3
+
+
+def test_ssh_connection_dropped_mid_operation(fleet, tmp_path, commit_of):
+    """From `good`: deploy `code-change`; the second host's SSH sessions are killed during the
+    build. That host keeps serving `good` and its lock is released (a new connection); the
+    others move on; the next deploy converges."""
+    second = fleet.hosts[1]
+    before = read_layout(second)
+    proc = start_cli(tmp_path, "dropped", "deploy", "-i", fleet.inventory, "--commit",
+                     "code-change", "--json", env=fleet.env)
+    try:
+        wait_for_build(second, before.releases, commit_of("code-change"), proc)
+        second.ssh("sudo pkill -KILL -f 'sshd: ubuntu' || true", check=False)
+        code = proc.wait(900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = (tmp_path / "dropped.out").read_text()
+    assert code == 1, out
+    assert health(second)["version"] == "1.0.0"
+    assert read_layout(second).lock is None
+    assert [health(h)["version"] for h in (fleet.hosts[0], fleet.hosts[2])] == [
+        CODE_CHANGE_VERSION] * 2
+    code, payload, stderr = fleet.run("deploy", "--commit", "code-change")
+    assert code == 0, (payload, stderr)
+    assert fleet.versions() == [CODE_CHANGE_VERSION] * 3
+
+
+def test_redis_down_during_a_deploy(fleet, commit_of):
+    """From `code-change`: Redis stopped on the first host. The deploy says the host is
+    unhealthy before it starts and asks; forced, the new release fails verification (the app
+    reports Redis down) and the host goes back to `code-change`; Redis started, the next
+    deploy converges."""
+    first = fleet.hosts[0]
+    first.ssh("sudo systemctl stop redis-server")
+    try:
+        code, payload, stderr = fleet.run("deploy", "--commit", "slow", "--limit", first.name)
+        assert code == 3 and "unhealthy before the deploy" in stderr, (payload, stderr)
+        code, payload, stderr = fleet.run("deploy", "--commit", "slow", "--limit", first.name,
+                                          "--unhealthy-ok")
+        assert code == 1, (payload, stderr)
+        assert any("health reports redis: 'error'" in n for n in step_names(payload, first.name))
+        assert serving(payload) == {first.name: commit_of("code-change")[:12]}
+        assert read_layout(first).lock is None
+    finally:
+        first.ssh("sudo systemctl start redis-server")
+    code, payload, stderr = fleet.run("deploy", "--commit", "code-change", "--limit",
+                                      first.name)
+    assert code == 0, (payload, stderr)  # already current and verified
+    assert health(first)["redis"] == "ok"
+
+
+def test_database_unreachable_during_migrations(fleet, postgres_db, commit_of):
+    """From `code-change`: the database refuses new connections while the deploy of `slow`
+    runs its migrations on the first host. Nothing is switched (the running release keeps
+    its pooled connections and serves); the lock is released; once the database takes
+    connections again, the next deploy converges."""
+    first = fleet.hosts[0]
+    before = read_layout(first)
+    postgres_db.psql(f'ALTER DATABASE "{postgres_db.name}" CONNECTION LIMIT 0;')
+    try:
+        code, payload, stderr = fleet.run("deploy", "--commit", "slow", "--limit", first.name)
+    finally:
+        postgres_db.psql(f'ALTER DATABASE "{postgres_db.name}" CONNECTION LIMIT -1;')
+    assert code == 1, (payload, stderr)
+    failed = [s for s in payload["hosts"][first.name]["steps"] if s["status"] == "failed"]
+    assert failed[0]["name"] == "Run pending database migrations", failed
+    after = read_layout(first)
+    assert after.current == before.current and after.lock is None
+    assert health(first)["version"] == CODE_CHANGE_VERSION
+    code, payload, stderr = fleet.run("deploy", "--commit", "slow", "--limit", first.name)
+    assert code == 0, (payload, stderr)
+    assert serving(payload) == {first.name: commit_of("slow")[:12]}
+
+
+def wait_serving(host, seconds: float = 90) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if health(host)["status"] == "healthy":
+                return True
+        except Exception:  # noqa: BLE001 (not up yet)
+            pass
+        time.sleep(1)
+    return False
+
+
+def test_requests_served_during_the_rolling_runs():
+    print(f"requests during rolling runs: {REQUESTS}")
+    assert REQUESTS.get("rolling deploy", 0) > 100 and REQUESTS.get("rolling rollback", 0) > 50
