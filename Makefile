@@ -27,7 +27,7 @@ test: $(PY)
 	bash .ci/install-test-deps.sh
 	$(VENV)/bin/ruff check .
 	$(PY) -m tests.harness.prepare
-	$(PY) -m pytest -ra -n 2 --dist loadgroup
+	$(PY) -m tests.run_in_groups
 
 bench: $(PY)
 	$(PY) bench/provision_bench.py

@@ -35,23 +35,11 @@ def pytest_configure(config: pytest.Config) -> None:
     install_signal_cleanup()
 
 
-# Tests sharing a session host fixture run in one xdist worker, in file order (they build on
-# each other's host state, and the fixture is made once per worker): `-n 2 --dist loadgroup`
-# runs the groups side by side.
-SHARED_HOST_GROUPS = {"app_hosts": "app-hosts", "served_host": "served-host",
-                      "fleet": "fleet"}
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that uses a host fixture with ``hosts`` (for ``-m``), and put the tests
-    of each shared host in one xdist group."""
+    """Mark every test that uses a host fixture with ``hosts`` (for ``-m``)."""
     for item in items:
-        names = set(getattr(item, "fixturenames", ()))
-        if HOST_FIXTURES & names:
+        if HOST_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.hosts)
-        group = next((g for f, g in SHARED_HOST_GROUPS.items() if f in names), None)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

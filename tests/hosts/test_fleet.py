@@ -13,6 +13,7 @@ import pytest
 from tests.helpers import run_json
 from tests.hosts.conftest import (
     CODE_CHANGE_VERSION,
+    DEPLOY_TO,
     SecretEnv,
     health,
     read_layout,
@@ -23,6 +24,7 @@ from tests.load import RequestLoop
 
 pytestmark = pytest.mark.hosts
 REQUESTS: dict[str, int] = {}  # requests served during the rolling runs (for the notes)
+SMALL_FS_MB = 1500  # the second host's releases filesystem
 
 
 class Fleet:
@@ -50,9 +52,14 @@ def fleet(host_factory, make_inventory, secret_env, tmp_path_factory) -> Fleet:
     inventory = str(make_inventory(hosts, "fleet"))
     env = SecretEnv({**secret_env, "TPE_STATE_DIR": str(tmp_path_factory.mktemp("fleet-state"))})
     fleet = Fleet(hosts, inventory, env)
-    for command in (("provision",), ("deploy", "--commit", "good")):
-        code, payload, stderr = fleet.run(*command)
-        assert code == 0, (payload, stderr)
+    code, payload, stderr = fleet.run("provision")
+    assert code == 0, (payload, stderr)
+    # The second host keeps its releases on a small filesystem of their own (the disk-full
+    # test fills it); hard links work there as on any disk.
+    hosts[1].ssh(f"sudo mount -t tmpfs -o size={SMALL_FS_MB}m,mode=0755,uid=$(id -u),"
+                 f"gid=$(id -g) tpe-releases {DEPLOY_TO}/releases")
+    code, payload, stderr = fleet.run("deploy", "--commit", "good")
+    assert code == 0, (payload, stderr)
     return fleet
 
 
@@ -215,6 +222,35 @@ def test_ssh_connection_dropped_mid_operation(fleet, tmp_path, commit_of):
     code, payload, stderr = fleet.run("deploy", "--commit", "code-change")
     assert code == 0, (payload, stderr)
     assert fleet.versions() == [CODE_CHANGE_VERSION] * 3
+
+
+def test_disk_full_during_the_build(fleet, commit_of):
+    """From `code-change`: the second host's releases filesystem is filled up to its last
+    30 MB; deploying `slow` there fails in the build (no space left), nothing is switched,
+    the lock is released and the report says why. Space freed, the next deploy converges and
+    cleans the partial release."""
+    second = fleet.hosts[1]
+    releases = f"{DEPLOY_TO}/releases"
+    before = read_layout(second)
+    free_mb = int(second.ssh(f"df -Pm {releases} | tail -1").stdout.split()[3])
+    second.ssh(f"dd if=/dev/zero of={releases}/.filler bs=1M count={free_mb - 30} 2>/dev/null",
+               check=False)
+    try:
+        code, payload, stderr = fleet.run("deploy", "--commit", "slow", "--limit", second.name)
+    finally:
+        second.ssh(f"rm -f {releases}/.filler")
+    assert code == 1, (payload, stderr)
+    failed = [s for s in payload["hosts"][second.name]["steps"] if s["status"] == "failed"]
+    said = " ".join([failed[0]["detail"], *failed[0]["output"]]).lower()
+    assert "space" in said or "enospc" in said, failed
+    after = read_layout(second)
+    assert after.current == before.current and after.lock is None
+    assert health(second)["version"] == CODE_CHANGE_VERSION
+    code, payload, stderr = fleet.run("deploy", "--commit", "slow", "--limit", second.name)
+    assert code == 0, (payload, stderr)
+    assert serving(payload) == {second.name: commit_of("slow")[:12]}
+    layout = read_layout(second)
+    assert set(layout.releases) <= set(layout.complete), "a partial release was left"
 
 
 def test_redis_down_during_a_deploy(fleet, commit_of):
