@@ -59,9 +59,11 @@ pm2_logrotate_version = "3.0.0"
 # Start the apps at boot through a `pm2-<user>` systemd unit (`pm2 startup`).
 pm2_startup = True
 # How long a reload waits for a new instance to listen (or send `ready`) before it stops the
-# old one anyway: generous, because a starved CPU (a deploy building next to the app) can
-# make a Next.js start take seconds, and stopping the old instance early refuses requests.
-pm2_listen_timeout_ms = 30000
+# old one anyway, per app role. The frontend's is generous: a starved CPU (a deploy building
+# next to the app) can make a Next.js start take many seconds, and stopping the old instance
+# early refuses requests. The backend sends `ready` within a second when it is fine; a
+# release that crashes at start makes each instance wait this long before the switch back.
+pm2_listen_timeout_ms = {"backend": 10000, "frontend": 30000}
 pm2_logrotate_max_size = "10M"
 pm2_logrotate_retain = 14
 pm2_logrotate_compress = True

@@ -569,7 +569,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".partial")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -644,7 +644,7 @@ def _backup_one(loaded: LoadedInventory, target: Target, options: Options,
         if not target.direct:
             _download(loaded, target, f"{where}/{name}.dump", local)
             copy = {"host": target.name, "path": f"{where}/{name}.dump"}
-            _write_private(local.with_suffix(".json"), json.dumps({**manifest, "copied_from":
+            write_private(local.with_suffix(".json"), json.dumps({**manifest, "copied_from":
                                                                    copy}, indent=2) + "\n")
     except OpsError as error:
         result.error = redact(str(error))
@@ -726,7 +726,7 @@ def verify_backup(loaded: LoadedInventory, options: Options, printer: Printer | 
     scratch = scratch_name(target.data.db_name, stamp())
     confirm_production(loaded, options, f"restore {dump.name} into a scratch database "
                                         f"{scratch} on the database server")
-    actions, source = _restore_source(loaded, target, dump, manifest)
+    actions, source = restore_source(loaded, target, dump, manifest)
     uploaded = any(isinstance(action, Upload) for action in actions)
     actions.append(Script(f"restore into scratch database {scratch} and count rows",
                           db.restore_script(source, manifest["sha256"], scratch,
@@ -754,7 +754,7 @@ def verify_backup(loaded: LoadedInventory, options: Options, printer: Printer | 
     return _result({target.name: result}, started)
 
 
-def _restore_source(loaded: LoadedInventory, target: Target, dump: Path,
+def restore_source(loaded: LoadedInventory, target: Target, dump: Path,
                     manifest: dict[str, Any]) -> tuple[list[Script | Upload], str]:
     """Where the restore reads the dump: here (direct), the host's own copy when it is the
     same file (sha256), else an upload removed after the restore."""

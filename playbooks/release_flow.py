@@ -251,6 +251,12 @@ def _still_starting(sample: Any) -> bool:
     return not any(p.get("status") == "errored" for p in sample["pm2"])
 
 
+def _restarts(sample: Any) -> int:
+    if isinstance(sample, Exception):
+        return -1
+    return sum(p.get("restart_time") or 0 for p in sample["pm2"])
+
+
 def _failing(sample: Any) -> bool:
     return isinstance(sample, Exception) or bool(health_problems(sample["http"]))
 
@@ -265,7 +271,11 @@ def verify(loaded: LoadedInventory, hosts: list,
     subset = loaded.fresh([h.name for h in hosts])
     deadline = time.monotonic() + wait_seconds
     first = gather(subset, read_health)
-    while time.monotonic() < deadline and any(_still_starting(v) for v in first.values()):
+    started = {name: _restarts(sample) for name, sample in first.items()}
+    # Wait for hosts still starting; one whose apps keep restarting (PM2 relaunching a crash
+    # without giving up) is failing, not starting: judge it now.
+    while time.monotonic() < deadline and any(
+            _still_starting(v) and _restarts(v) <= started[n] for n, v in first.items()):
         time.sleep(0.5)
         first = gather(subset, read_health)
     # A host already failing needs no stabilisation window to be judged: switch back sooner.

@@ -26,7 +26,7 @@ GROUPS: dict[str, list[str]] = {
     "served-host": ["tests/hosts/test_health.py", "tests/hosts/test_cache.py",
                     "tests/hosts/test_db.py", "tests/hosts/test_diagnose.py",
                     "tests/hosts/test_logs.py", "tests/hosts/test_maintain.py",
-                    "tests/hosts/test_schedule.py"],
+                    "tests/hosts/test_schedule.py", "tests/hosts/test_drill.py"],
     # the three-host fleet, then everything else (unit tests, harness, provision, EC2).
     "fleet-and-rest": ["tests/hosts/test_fleet.py"],
 }

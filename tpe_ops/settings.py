@@ -63,7 +63,7 @@ SCHEMA: dict[str, type | tuple[type, ...]] = {
     "pm2_version": str,
     "pm2_logrotate_version": str,
     "pm2_startup": bool,
-    "pm2_listen_timeout_ms": int,
+    "pm2_listen_timeout_ms": dict,
     "pm2_logrotate_max_size": str,
     "pm2_logrotate_retain": int,
     "pm2_logrotate_compress": bool,

@@ -140,8 +140,13 @@ def test_watch_across_an_induced_failure_notifies_and_keeps_history(served, tmp_
     proc = start_cli(tmp_path, "watch", "health", "-i", inventory, "--watch", "4", "--count",
                      "3", "--notify", f"http://127.0.0.1:{hook.server_address[1]}/hook",
                      "--prometheus", str(prom), env=env)
+    history = Path(env["TPE_STATE_DIR"]) / "health" / f"{host.name}-history.jsonl"
+    before = history.read_text().count("\n") if history.exists() else 0
     try:
-        time.sleep(3)  # the first sample is healthy
+        deadline = time.monotonic() + 120
+        while (history.read_text().count("\n") if history.exists() else 0) == before:
+            assert time.monotonic() < deadline and proc.poll() is None, "no first sample"
+            time.sleep(0.2)  # the first sample (healthy) is taken: now break the backend
         host.ssh("pm2 stop tpe-backend >/dev/null")
         assert proc.wait(timeout=120) == 2
     finally:
