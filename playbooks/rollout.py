@@ -19,9 +19,16 @@ class RolloutOptions:
     max_fail: str | None = None  # P% of a batch allowed to fail its verification
     canary: bool = False  # one host alone first
 
+    @property
+    def rolling(self) -> bool:
+        return self.batch_size is not None or self.canary or self.max_fail is not None
+
     def validate(self, fleet: int) -> tuple[int, float]:
-        """Bad values stop the run before anything changes."""
-        return r.parse_batch_size(self.batch_size, fleet), r.parse_max_fail(self.max_fail)
+        """Bad values stop the run before anything changes. Without rolling options every
+        host goes at once and on its own: one failing host does not take the others back
+        (it is switched back itself), so there is no batch gate (100 % may fail)."""
+        size = r.parse_batch_size(self.batch_size, fleet)
+        return size, r.parse_max_fail(self.max_fail) if self.rolling else 100.0
 
 
 def run_rollout(flow: Flow, rollout: RolloutOptions, guard: Guard | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Run the whole suite as a few pytest processes side by side (`make test`).
+"""Run the whole suite as four pytest processes side by side (`make test`).
 
 The tests that share a session host build on each other's host state, so each such set runs
 in order in one process; the sets run at the same time, since most of a host test's time is
@@ -20,14 +20,15 @@ ROOT = Path(__file__).resolve().parents[1]
 GROUPS: dict[str, list[str]] = {
     # app_hosts (tests/hosts/conftest.py): deploy, then gates and rollback on the same hosts.
     "app-hosts": ["tests/hosts/test_deploy.py", "tests/hosts/test_gates.py",
-                  "tests/hosts/test_rollback.py", "tests/hosts/test_bad_input.py",
-                  "tests/hosts/test_mirror.py"],
+                  "tests/hosts/test_rollback.py"],
     # served_host: a running app operated by health, diagnose, db, cache, logs, maintain, ...
-    "served-host": ["tests/hosts/test_health.py", "tests/hosts/test_cache.py",
-                    "tests/hosts/test_db.py", "tests/hosts/test_diagnose.py",
-                    "tests/hosts/test_logs.py", "tests/hosts/test_maintain.py",
-                    "tests/hosts/test_schedule.py", "tests/hosts/test_drill.py"],
-    # the three-host fleet, then everything else (unit tests, harness, provision, EC2).
+    # (two processes, each with its own served host: the work is long).
+    "served-a": ["tests/hosts/test_health.py", "tests/hosts/test_cache.py",
+                 "tests/hosts/test_db.py", "tests/hosts/test_logs.py",
+                 "tests/hosts/test_maintain.py"],
+    "served-b": ["tests/hosts/test_diagnose.py", "tests/hosts/test_schedule.py",
+                 "tests/hosts/test_drill.py"],
+    # the three-host fleet, then everything else (unit tests, harness, provision, EC2, ...).
     "fleet-and-rest": ["tests/hosts/test_fleet.py"],
 }
 

@@ -1,7 +1,7 @@
 """A fleet of three real hosts: rolling deploys and rollbacks in batches with a gate per batch,
 under load with zero failed requests, a canary that stops a bad rollout, a failed batch
-switched back, two controllers at once, and faults (a host powered off mid-deploy, the SSH
-connection dropped mid-operation). The tests run in order on the same fleet; each docstring
+switched back, two controllers at once, and faults (a host powered off mid-deploy, the disk
+full during the build). The tests run in order on the same fleet; each docstring
 says the state it starts from."""
 
 from __future__ import annotations
@@ -198,40 +198,15 @@ def test_host_powered_off_mid_deploy(fleet, tmp_path, commit_of):
     assert fleet.versions() == ["1.0.0"] * 3
 
 
-def test_ssh_connection_dropped_mid_operation(fleet, tmp_path, commit_of):
-    """From `good`: deploy `code-change`; the second host's SSH sessions are killed during the
-    build. That host keeps serving `good` and its lock is released (a new connection); the
-    others move on; the next deploy converges."""
-    second = fleet.hosts[1]
-    before = read_layout(second)
-    proc = start_cli(tmp_path, "dropped", "deploy", "-i", fleet.inventory, "--commit",
-                     "code-change", "--json", env=fleet.env)
-    try:
-        wait_for_build(second, before.releases, commit_of("code-change"), proc)
-        second.ssh("sudo pkill -KILL -f 'sshd: ubuntu' || true", check=False)
-        code = proc.wait(900)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    out = (tmp_path / "dropped.out").read_text()
-    assert code == 1, out
-    assert health(second)["version"] == "1.0.0"
-    assert read_layout(second).lock is None
-    assert [health(h)["version"] for h in (fleet.hosts[0], fleet.hosts[2])] == [
-        CODE_CHANGE_VERSION] * 2
-    code, payload, stderr = fleet.run("deploy", "--commit", "code-change")
-    assert code == 0, (payload, stderr)
-    assert fleet.versions() == [CODE_CHANGE_VERSION] * 3
-
-
 def test_disk_full_during_the_build(fleet, commit_of):
-    """From `code-change`: the second host's releases filesystem is filled up to its last
-    30 MB; deploying `slow` there fails in the build (no space left), nothing is switched,
-    the lock is released and the report says why. Space freed, the next deploy converges and
-    cleans the partial release."""
+    """From `good`: the second host's releases filesystem is filled up to its last 30 MB;
+    deploying `slow` there fails in the build (no space left), nothing is switched, the lock
+    is released and the report says why. Space freed, the next deploy converges and cleans
+    the partial release."""
     second = fleet.hosts[1]
     releases = f"{DEPLOY_TO}/releases"
     before = read_layout(second)
+    serving_before = health(second)["version"]
     free_mb = int(second.ssh(f"df -Pm {releases} | tail -1").stdout.split()[3])
     second.ssh(f"dd if=/dev/zero of={releases}/.filler bs=1M count={free_mb - 30} 2>/dev/null",
                check=False)
@@ -245,59 +220,12 @@ def test_disk_full_during_the_build(fleet, commit_of):
     assert "space" in said or "enospc" in said, failed
     after = read_layout(second)
     assert after.current == before.current and after.lock is None
-    assert health(second)["version"] == CODE_CHANGE_VERSION
+    assert health(second)["version"] == serving_before
     code, payload, stderr = fleet.run("deploy", "--commit", "slow", "--limit", second.name)
     assert code == 0, (payload, stderr)
     assert serving(payload) == {second.name: commit_of("slow")[:12]}
     layout = read_layout(second)
     assert set(layout.releases) <= set(layout.complete), "a partial release was left"
-
-
-def test_redis_down_during_a_deploy(fleet, commit_of):
-    """From `code-change`: Redis stopped on the first host. The deploy says the host is
-    unhealthy before it starts and asks; forced, the new release fails verification (the app
-    reports Redis down) and the host goes back to `code-change`; Redis started, the next
-    deploy converges."""
-    first = fleet.hosts[0]
-    first.ssh("sudo systemctl stop redis-server")
-    try:
-        code, payload, stderr = fleet.run("deploy", "--commit", "slow", "--limit", first.name)
-        assert code == 3 and "unhealthy before the deploy" in stderr, (payload, stderr)
-        code, payload, stderr = fleet.run("deploy", "--commit", "slow", "--limit", first.name,
-                                          "--unhealthy-ok")
-        assert code == 1, (payload, stderr)
-        assert any("health reports redis: 'error'" in n for n in step_names(payload, first.name))
-        assert serving(payload) == {first.name: commit_of("code-change")[:12]}
-        assert read_layout(first).lock is None
-    finally:
-        first.ssh("sudo systemctl start redis-server")
-    code, payload, stderr = fleet.run("deploy", "--commit", "code-change", "--limit",
-                                      first.name)
-    assert code == 0, (payload, stderr)  # already current and verified
-    assert health(first)["redis"] == "ok"
-
-
-def test_database_unreachable_during_migrations(fleet, postgres_db, commit_of):
-    """From `code-change`: the database refuses new connections while the deploy of `slow`
-    runs its migrations on the first host. Nothing is switched (the running release keeps
-    its pooled connections and serves); the lock is released; once the database takes
-    connections again, the next deploy converges."""
-    first = fleet.hosts[0]
-    before = read_layout(first)
-    postgres_db.psql(f'ALTER DATABASE "{postgres_db.name}" CONNECTION LIMIT 0;')
-    try:
-        code, payload, stderr = fleet.run("deploy", "--commit", "slow", "--limit", first.name)
-    finally:
-        postgres_db.psql(f'ALTER DATABASE "{postgres_db.name}" CONNECTION LIMIT -1;')
-    assert code == 1, (payload, stderr)
-    failed = [s for s in payload["hosts"][first.name]["steps"] if s["status"] == "failed"]
-    assert failed[0]["name"] == "Run pending database migrations", failed
-    after = read_layout(first)
-    assert after.current == before.current and after.lock is None
-    assert health(first)["version"] == CODE_CHANGE_VERSION
-    code, payload, stderr = fleet.run("deploy", "--commit", "slow", "--limit", first.name)
-    assert code == 0, (payload, stderr)
-    assert serving(payload) == {first.name: commit_of("slow")[:12]}
 
 
 def wait_serving(host, seconds: float = 90) -> bool:

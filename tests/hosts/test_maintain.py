@@ -5,6 +5,8 @@ the log archive converges."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -38,10 +40,10 @@ def served(served_host, make_inventory, registry, tmp_path_factory):
     inventory = str(make_inventory(
         [host], "maintain", maintain_benchmark_requests=10, maintain_audit_requests=20,
         maintain_npm_audit_registry=registry.url + "/",
-        # Shared CPUs (see served_host) and a loaded CI machine: 100 ms of noise is not a
-        # regression here; the induced latency below is 400 ms.
+        # Shared CPUs (see served_host) and a loaded CI machine: 300 ms of noise is not a
+        # regression here; the induced latency below is 700 ms.
         threshold_cpu_warning_pct=101, threshold_cpu_critical_pct=101,
-        threshold_degradation_min_ms=100))
+        threshold_degradation_min_ms=300))
     return host, inventory, env
 
 
@@ -143,11 +145,19 @@ def test_weekly_passes_and_archives_old_rotated_logs_once(served, postgres_db):
     assert host_result["changed"] == 0
 
 
-def test_weekly_reports_slow_endpoints_and_a_slow_query(served, postgres_db):
+def slow_query_as_the_app(postgres_db, tmp_path) -> None:
+    """A 250 ms statement run as the app's role (pg_stat_statements shows the app role the
+    text of its own statements only)."""
+    env = {**os.environ, **postgres_db.libpq_env(postgres_db.write_pgpass(tmp_path / "pgpass"))}
+    subprocess.run(["psql", "-Xqc", "SELECT pg_sleep(0.25)"], env=env, check=True,
+                   capture_output=True)
+
+
+def test_weekly_reports_slow_endpoints_and_a_slow_query(served, postgres_db, tmp_path):
     host = served[0]
     knob = f"{DEPLOY_TO}/current/tpe-backend/config/latency.json"
-    host.ssh(f"printf '{{\"latencyMs\": 400}}\\n' > {knob} && pm2 reload tpe-backend >/dev/null")
-    postgres_db.psql("SELECT pg_sleep(0.25);")
+    host.ssh(f"printf '{{\"latencyMs\": 700}}\\n' > {knob} && pm2 reload tpe-backend >/dev/null")
+    slow_query_as_the_app(postgres_db, tmp_path)
     try:
         code, _, items = maintain(served, "weekly")
     finally:
@@ -155,7 +165,7 @@ def test_weekly_reports_slow_endpoints_and_a_slow_query(served, postgres_db):
         reset_statement_statistics(postgres_db)
     slow = items["benchmark:/api/health"]
     assert code == 1 and slow["status"] == "warn" and slow["guide"] == 2, slow
-    assert slow["perfdata"][0]["value"] >= 400, slow  # the knob's 400 ms, at least
+    assert slow["perfdata"][0]["value"] >= 700, slow  # the knob's 700 ms, at least
     query = items["db:slow-queries"]
     assert query["status"] == "warn" and any("pg_sleep" in e for e in query["evidence"]), (
         not_passing(items))
