@@ -231,9 +231,10 @@ def stats_figures(info: dict[str, str], keys: dict[str, Any] | None,
 
 def judged_rate(figures: dict[str, Any]) -> tuple[str, float | None]:
     """The rate the runbook's thresholds judge: since the last run when there is one (what
-    the cache does now), else since Redis started."""
+    the cache does now; no lookup since then is no rate to judge, not the all-time rate),
+    else since Redis started."""
     since = figures["since_last"]
-    if since and since["hit_rate_pct"] is not None:
+    if since:
         return "since the last stats run", since["hit_rate_pct"]
     return "since Redis started", figures["hit_rate_pct"]
 

@@ -53,6 +53,13 @@ def test_stats_figures_since_the_previous_sample():
     assert judged_rate(figures) == ("since the last stats run", 20.0)
 
 
+def test_no_lookup_since_the_previous_sample_is_not_judged_on_the_all_time_rate():
+    previous = {"time": 880.0, "keyspace_hits": 300, "keyspace_misses": 100}
+    figures = stats_figures(INFO, KEYS, previous, now=1000.0)
+    assert judged_rate(figures) == ("since the last stats run", None)
+    assert j.redis_hit_rate_finding(None, j.Thresholds()).level == "ok"
+
+
 def test_stats_figures_after_a_redis_restart_counts_from_zero():
     previous = {"time": 0.0, "keyspace_hits": 5000, "keyspace_misses": 10}
     since = stats_figures(INFO, KEYS, previous, now=60.0)["since_last"]
