@@ -18,17 +18,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS: dict[str, list[str]] = {
-    # app_hosts (tests/hosts/conftest.py): deploy, then gates and rollback on the same hosts.
-    "app-hosts": ["tests/hosts/test_deploy.py", "tests/hosts/test_gates.py",
-                  "tests/hosts/test_rollback.py"],
+    # app_hosts (tests/hosts/conftest.py): deploy, then the gates on the same host.
+    "app-hosts": ["tests/hosts/test_deploy.py", "tests/hosts/test_gates.py"],
     # served_host: a running app operated by health, diagnose, db, cache, logs, maintain, ...
-    # (two processes, each with its own served host: the work is long).
+    # (two processes, each with its own served host: the work is long). test_rollback makes
+    # its own history on an app_hosts host of its process; the rest have their own hosts.
     "served-a": ["tests/hosts/test_health.py", "tests/hosts/test_cache.py",
                  "tests/hosts/test_db.py", "tests/hosts/test_logs.py",
-                 "tests/hosts/test_maintain.py"],
+                 "tests/hosts/test_maintain.py", "tests/hosts/test_rollback.py",
+                 "tests/hosts/test_provision.py"],
     "served-b": ["tests/hosts/test_diagnose.py", "tests/hosts/test_schedule.py",
-                 "tests/hosts/test_drill.py"],
-    # the three-host fleet, then everything else (unit tests, harness, provision, EC2, ...).
+                 "tests/hosts/test_drill.py", "tests/hosts/test_bad_input.py",
+                 "tests/hosts/test_mirror.py"],
+    # the three-host fleet, then everything else (unit tests, harness, EC2, ...).
     "fleet-and-rest": ["tests/hosts/test_fleet.py"],
 }
 
