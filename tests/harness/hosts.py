@@ -396,17 +396,21 @@ class HostPool:
             self.hosts.append(host)
         return host
 
-    def make_hosts(self, n: int, timeout: float = BOOT_TIMEOUT) -> list[TestHost]:
-        """Boot ``n`` new hosts in parallel; on any failure destroy them all and raise."""
-        batch = [self.new_host() for _ in range(n)]
-        with ThreadPoolExecutor(max_workers=max(n, 1)) as pool:
-            futures = [pool.submit(host.boot, timeout) for host in batch]
-        errors = [str(f.exception()) for f in futures if f.exception() is not None]
-        if errors:
+    def make_hosts(self, n: int, timeout: float = BOOT_TIMEOUT, attempts: int = 2
+                   ) -> list[TestHost]:
+        """Boot ``n`` new hosts in parallel; on any failure destroy them all and boot new ones
+        (a boot can fail on a loaded machine: systemd-user-sessions timing out leaves
+        /run/nologin and sshd refuses logins), up to ``attempts`` times, then raise."""
+        for _ in range(attempts):
+            batch = [self.new_host() for _ in range(n)]
+            with ThreadPoolExecutor(max_workers=max(n, 1)) as pool:
+                futures = [pool.submit(host.boot, timeout) for host in batch]
+            errors = [str(f.exception()) for f in futures if f.exception() is not None]
+            if not errors:
+                return batch
             self.destroy(batch)
-            raise HarnessError(f"{len(errors)} of {n} hosts failed to boot:\n"
-                               + "\n---\n".join(errors))
-        return batch
+        raise HarnessError(f"{len(errors)} of {n} hosts failed to boot ({attempts} attempts):\n"
+                           + "\n---\n".join(errors))
 
     def destroy_all(self) -> None:
         """Destroy every host of the pool (in parallel) and remove the run dir."""
