@@ -43,6 +43,10 @@ app_backend_env = {"LOG_LEVEL": "info"}
 app_backend_secrets = {"DB_PASSWORD": "TPE_DB_PASSWORD"}
 # Commands run inside the release, as the app user (see DESIGN.md 3).
 app_build_command = "npm run build"
+# What the build command writes, relative to the release (Next.js's cache is left out). When
+# several hosts build the same release, one builds and the others get these from it: one build
+# for the fleet, and the same Next.js build id on every host behind the load balancer.
+app_build_outputs = ["tpe-front-end/.next"]
 app_migrate_command = "npm run migrate"
 app_warm_cache_command = "npm run warm-cache"
 # Where the release's SQL migrations are (the rollback guard compares them with the database).

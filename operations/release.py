@@ -10,7 +10,7 @@ import shlex
 from typing import Any
 
 from pyinfra import host
-from pyinfra.api import FactBase, FileUploadCommand, operation
+from pyinfra.api import FactBase, FileDownloadCommand, FileUploadCommand, operation
 
 q = shlex.quote
 
@@ -141,6 +141,30 @@ def build_script(release: str, previous: str | None, frontend_dir: str, command:
     return f"cd {q(release)} && {seed}NEXT_TELEMETRY_DISABLED=1 {command}"
 
 
+def pack_build_command(release: str, outputs: list[str], archive: str) -> str:
+    """The build's outputs (without Next.js's cache) and the dependency fingerprint they were
+    built against, for the other hosts building the same release."""
+    paths = " ".join(q("./" + o.strip("/")) for o in outputs)
+    return (f"cd {q(release)} && tar -czf {q(archive)} --exclude=.next/cache "
+            f"./.deps-fingerprint {paths}")
+
+
+def unpack_build_script(release: str, archive: str, builder: str, build: str) -> str:
+    """Take the build made on `builder` when it was built against the same dependencies as
+    this release has; otherwise build here (`build`, from build_script)."""
+    a = q(archive)
+    return f"""set -e
+trap 'rm -f {a}' EXIT
+cd {q(release)}
+if [ "$(tar -xzOf {a} ./.deps-fingerprint 2>/dev/null)" = "$(cat .deps-fingerprint)" ]; then
+  tar -xzf {a} --exclude=./.deps-fingerprint
+  printf 'build: copied from %s (same release, same dependencies)\n' {q(builder)}
+else
+  printf 'build: dependencies differ from those of %s, building here\n' {q(builder)}
+  {build}
+fi"""
+
+
 def with_app_env(shared: str, release: str, command: str) -> str:
     """Run `command` in the release with the backend env loaded into this process only
     (secrets never appear on a command line)."""
@@ -259,3 +283,8 @@ def run_script(script: str):
 @operation(is_idempotent=False)
 def upload(src: str, dest: str):
     yield FileUploadCommand(src, dest, remote_temp_filename=host.get_temp_filename(dest))
+
+
+@operation(is_idempotent=False)
+def download(src: str, dest: str):
+    yield FileDownloadCommand(src, dest)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import socket
 import time
 import uuid
@@ -59,6 +60,10 @@ class Flow:
     results: dict[str, HostResult] = field(default_factory=dict)
     verified: dict[str, bool] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
+    # build key -> this machine's copy of its outputs (share_builds); key -> the host that
+    # built it, once fetched. Shared by the batches of a rollout.
+    builds: dict[str, str] = field(default_factory=dict)
+    built: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.results = {h.name: HostResult(h.name) for h in self.loaded.hosts}
@@ -131,26 +136,72 @@ def phase_unlock(flow: Flow):
     return run
 
 
-def phase_build(flow: Flow):
+# How a host gets its build: ("build", None) builds here; ("share", path) builds here and
+# fetches the outputs to `path` on this machine for the others; ("copy", path) takes them from
+# `path`; ("later", None) creates the release and its dependencies now, the build comes next.
+How = tuple[str, str | None]
+
+
+def build_key(flow: Flow, host) -> str:
+    """Hosts with the same key would build the same thing: one build serves them all."""
+    d = host.data
+    return json.dumps([flow.plans[host.name].release, d.app_deploy_to, d.app_build_command,
+                       d.app_build_outputs])
+
+
+def share_builds(flow: Flow, share_dir: str) -> None:
+    """Every release that two or more hosts of the flow will build is built once (by the
+    first of them) and copied to the others, also across the batches of a rollout."""
+    keys = [build_key(flow, h) for h in flow.live() if flow.plans[h.name].build]
+    for index, key in enumerate(sorted({k for k in keys if keys.count(k) > 1})):
+        flow.builds.setdefault(key, f"{share_dir}/build-{index}.tar.gz")
+
+
+def build_plan(flow: Flow, hosts: list, waited: bool = False) -> dict[str, How]:
+    """How each building host gets its build (see How), in inventory order. `waited`: these
+    hosts waited for a shared build; where it failed, each builds on its own."""
+    how: dict[str, How] = {}
+    building: set[str] = set()
+    for h in hosts:
+        key = build_key(flow, h)
+        path = flow.builds.get(key)
+        if key in flow.built:
+            how[h.name] = ("copy", path)
+        elif path is None or waited:
+            how[h.name] = ("build", None)
+        elif key in building:
+            how[h.name] = ("later", None)
+        else:
+            building.add(key)
+            how[h.name] = ("share", path)
+    return how
+
+
+def phase_build(flow: Flow, how: dict[str, How], create: bool = True):
     def run() -> None:
         data, paths, plan, release_dir, previous_dir, app = _ctx(flow)
-        if flow.archive:
-            upload_to = f"{paths['releases']}/.upload-{plan.release}.tar.gz"
-            rel.upload(flow.archive, upload_to, name="Upload the release archive", **app)
-            unpack = rel.unpack_upload(upload_to, release_dir)
+        mode, archive = how[current_host.name]
+        if create:
+            _create_release(flow, data, paths, plan, release_dir, previous_dir, app)
+        if mode == "later":
+            return
+        build = rel.build_script(release_dir, previous_dir, data.app_frontend_dir,
+                                 data.app_build_command)
+        on_host = f"{paths['releases']}/.build-{plan.release}.tar.gz"
+        if mode == "copy":
+            builder = flow.built[build_key(flow, current_host)]
+            rel.upload(archive, on_host, name=f"Upload the build made on {builder}", **app)
+            rel.run_script(rel.unpack_build_script(release_dir, on_host, builder, build),
+                           name="Take that build (or build here if dependencies differ)",
+                           **app)
         else:
-            unpack = rel.unpack_mirror(data.app_repo, f"{data.app_deploy_to}/repo", plan.commit,
-                                       data.app_repo_subdir, release_dir)
-        script = [*unpack, f"printf '%s\\n' {plan.commit} > {rel.q(release_dir + '/REVISION')}",
-                  *rel.link_shared(paths["shared"], release_dir, data.app_backend_dir)]
-        rel.run_script("set -e\n" + "\n".join(script), name=f"Create release {plan.release}",
-                       **app)
-        rel.run_script(f"set -e\n{rel.dependencies_script(release_dir, previous_dir)}",
-                       name="Install dependencies (or reuse unchanged ones)", **app)
-        rel.run_script(
-            rel.build_script(release_dir, previous_dir, data.app_frontend_dir,
-                             data.app_build_command),
-            name="Build the frontend inside the new release", **app)
+            rel.run_script(build, name="Build the frontend inside the new release", **app)
+        if mode == "share":
+            rel.run_script(rel.pack_build_command(release_dir, data.app_build_outputs,
+                                                  on_host),
+                           name="Pack the build for the other hosts", **app)
+            rel.download(on_host, archive, name="Fetch the build to share it", **app)
+            rel.run_script(f"rm -f {rel.q(on_host)}", name="Remove the packed build", **app)
         if data.app_migrate_command and flow.kind == "deploy":
             rel.run_script(
                 rel.with_app_env(paths["shared"], f"{release_dir}/{data.app_backend_dir}",
@@ -159,6 +210,23 @@ def phase_build(flow: Flow):
         rel.run_script(f"touch {rel.q(release_dir + '/.complete')}",
                        name=f"Mark {plan.release} complete", **app)
     return run
+
+
+def _create_release(flow: Flow, data, paths, plan: HostPlan, release_dir: str,
+                    previous_dir: str | None, app: dict) -> None:
+    if flow.archive:
+        upload_to = f"{paths['releases']}/.upload-{plan.release}.tar.gz"
+        rel.upload(flow.archive, upload_to, name="Upload the release archive", **app)
+        unpack = rel.unpack_upload(upload_to, release_dir)
+    else:
+        unpack = rel.unpack_mirror(data.app_repo, f"{data.app_deploy_to}/repo", plan.commit,
+                                   data.app_repo_subdir, release_dir)
+    script = [*unpack, f"printf '%s\\n' {plan.commit} > {rel.q(release_dir + '/REVISION')}",
+              *rel.link_shared(paths["shared"], release_dir, data.app_backend_dir)]
+    rel.run_script("set -e\n" + "\n".join(script), name=f"Create release {plan.release}",
+                   **app)
+    rel.run_script(f"set -e\n{rel.dependencies_script(release_dir, previous_dir)}",
+                   name="Install dependencies (or reuse unchanged ones)", **app)
 
 
 def phase_switch(flow: Flow, back: bool = False):
@@ -391,7 +459,7 @@ def reclaim_own_locks(loaded: LoadedInventory, locks: dict[str, str | None],
 
 def _release_steps(flow: Flow, guard: Guard | None) -> None:
     """Build (when needed), guard, switch, verify or switch back, record, warm the cache."""
-    flow.phase(phase_build(flow), [h for h in flow.live() if flow.plans[h.name].build])
+    _build(flow, [h for h in flow.live() if flow.plans[h.name].build])
     if guard:
         for name, reason in guard(flow, flow.live()).items():
             flow.note(name, "failed", reason)
@@ -401,6 +469,19 @@ def _release_steps(flow: Flow, guard: Guard | None) -> None:
     flow.phase(phase_finish(flow), switched)
     if flow.kind == "deploy":  # a rollback goes back to code the cache already serves
         flow.phase(phase_warm_cache(flow), [h for h in switched if flow.verified[h.name]])
+
+
+def _build(flow: Flow, hosts: list) -> None:
+    """Build where needed: a shared build on its first host, then its copies (a host waiting
+    for a build that failed builds itself)."""
+    how = build_plan(flow, hosts)
+    flow.phase(phase_build(flow, how), hosts)
+    for h in hosts:
+        mode, archive = how[h.name]
+        if mode == "share" and flow.results[h.name].ok and archive and os.path.isfile(archive):
+            flow.built[build_key(flow, h)] = h.name
+    later = [h for h in hosts if how[h.name][0] == "later" and flow.results[h.name].ok]
+    flow.phase(phase_build(flow, build_plan(flow, later, waited=True), create=False), later)
 
 
 def _verify_or_switch_back(flow: Flow, switched: list) -> None:

@@ -5,10 +5,11 @@ the rollout stops; hosts not reached keep their release. The summary reads each 
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 
 from operations import release as rel
-from playbooks.release_flow import Flow, Guard, HostPlan, execute, fleet_lock
+from playbooks.release_flow import Flow, Guard, HostPlan, execute, fleet_lock, share_builds
 from tpe_ops import rollout as r
 from tpe_ops.runner import gather
 
@@ -37,9 +38,11 @@ def run_rollout(flow: Flow, rollout: RolloutOptions, guard: Guard | None = None)
     names = [h.name for h in flow.live()]
     size, max_fail = rollout.validate(len(names))
     batches = r.make_batches(names, size, rollout.canary)
-    with fleet_lock(flow) as locked:  # every host locked for the whole rollout, or none
-        if locked:
-            _batches(flow, batches, max_fail, guard)
+    with tempfile.TemporaryDirectory(prefix="tpe-builds-") as share_dir:
+        share_builds(flow, share_dir)  # one build per release for the whole fleet
+        with fleet_lock(flow) as locked:  # every host locked for the whole rollout, or none
+            if locked:
+                _batches(flow, batches, max_fail, guard)
     _report_serving(flow)
 
 
@@ -67,7 +70,7 @@ def _batches(flow: Flow, batches: list[list[str]], max_fail: float,
 def _run_part(flow: Flow, names: list[str], kind: str, plans: dict[str, HostPlan],
               guard: Guard | None) -> Flow:
     part = Flow(kind, flow.loaded.fresh(names), plans, flow.printer, archive=flow.archive,
-                token=flow.token)
+                token=flow.token, builds=flow.builds, built=flow.built)
     execute(part, guard, lock=False)
     for name in names:
         flow.results[name].steps.extend(part.results[name].steps)

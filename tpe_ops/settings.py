@@ -56,6 +56,7 @@ SCHEMA: dict[str, type | tuple[type, ...]] = {
     "app_backend_env": dict,
     "app_backend_secrets": dict,
     "app_build_command": str,
+    "app_build_outputs": list,
     "app_migrate_command": str,
     "app_warm_cache_command": str,
     "node_major_version": int,

@@ -1,23 +1,31 @@
 """A fleet of three real hosts: rolling deploys and rollbacks in batches with a gate per batch,
 under load with zero failed requests, a canary that stops a bad rollout, a failed batch
-switched back, and two controllers at once. The tests run in order on the same fleet; each docstring
-says the state it starts from."""
+switched back, two controllers at once, and faults (a host powered off, SSH dropped, the disk
+full, Redis down, the database unreachable). The tests run in order on the same fleet; each
+docstring says the state it starts from."""
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
-from tests.helpers import run_json
+from tests.helpers import run_cli, run_json
 from tests.hosts.conftest import (
     CODE_CHANGE_VERSION,
+    DEPLOY_TO,
     SecretEnv,
     health,
     read_layout,
+    release_file,
     start_cli,
+    wait_for_build,
 )
 from tests.load import RequestLoop
 
 pytestmark = pytest.mark.hosts
+SMALL_FS_MB = 1536  # the second host's releases filesystem (room for a few releases)
 REQUESTS: dict[str, int] = {}  # requests served during the rolling runs (for the notes)
 
 
@@ -46,9 +54,14 @@ def fleet(host_factory, make_inventory, secret_env, tmp_path_factory) -> Fleet:
     inventory = str(make_inventory(hosts, "fleet"))
     env = SecretEnv({**secret_env, "TPE_STATE_DIR": str(tmp_path_factory.mktemp("fleet-state"))})
     fleet = Fleet(hosts, inventory, env)
-    for command in (("provision",), ("deploy", "--commit", "good")):
-        code, payload, stderr = fleet.run(*command)
-        assert code == 0, (payload, stderr)
+    code, payload, stderr = fleet.run("provision")
+    assert code == 0, (payload, stderr)
+    # The second host keeps its releases on a small filesystem of their own (the disk-full
+    # test fills it); hard links work there as on any disk.
+    hosts[1].ssh(f"sudo mount -t tmpfs -o size={SMALL_FS_MB}m,mode=0755,uid=$(id -u),"
+                 f"gid=$(id -g) tpe-releases {DEPLOY_TO}/releases")
+    code, payload, stderr = fleet.run("deploy", "--commit", "good")
+    assert code == 0, (payload, stderr)
     return fleet
 
 
@@ -80,6 +93,17 @@ def test_rolling_deploy_in_batches_under_load(fleet, commit_of):
     verified = [next(r["time"] for r in reversed(read_layout(h).revisions)
                      if r["result"] == "verified") for h in fleet.hosts]
     assert verified == sorted(verified), "batches did not follow the inventory order"
+    # One build for the fleet: the first host builds, the later batches take its build.
+    first, *others = names
+    assert {"Build the frontend inside the new release",
+            "Pack the build for the other hosts"} <= set(step_names(payload, first))
+    for name in others:
+        steps = step_names(payload, name)
+        assert f"Upload the build made on {first}" in steps, steps
+        assert "Build the frontend inside the new release" not in steps, steps
+    build_ids = {release_file(h, read_layout(h).current, "tpe-front-end/.next/BUILD_ID")
+                 .read_text() for h in fleet.hosts}
+    assert len(build_ids) == 1, build_ids  # the same Next.js build behind the balancer
 
 
 def test_rolling_rollback_under_load(fleet, commit_of):
@@ -155,6 +179,166 @@ def test_two_controllers_at_once(fleet, tmp_path, commit_of):
     assert fleet.versions() == [CODE_CHANGE_VERSION] * 3
     assert all(read_layout(h).lock is None for h in fleet.hosts)
     assert set(fleet.commits()) == {commit_of("code-change")[:12]}
+
+
+# --- faults: each leaves every host serving, locks right, the report saying what happened,
+# and the next run converging --------------------------------------------------------------
+
+def test_builder_powered_off_mid_build(fleet, tmp_path, commit_of):
+    """From `code-change`: deploy `good`; the first host (the fleet's build host and its lock
+    mutex) powers off during the build. The others build on their own and end on `good`; the
+    report names the lost host. Booted again, it serves its previous release; the next deploy
+    releases our own lock left there and converges."""
+    first, *others = fleet.hosts
+    before = read_layout(first)
+    proc = start_cli(tmp_path, "poweroff", "deploy", "-i", fleet.inventory, "--commit", "good",
+                     "--json", env=fleet.env)
+    try:
+        wait_for_build(first, before.releases, commit_of("good"), proc)
+        first.kill()
+        code = proc.wait(900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = (tmp_path / "poweroff.out").read_text()
+    assert code == 1, out
+    payload = json.loads(out)
+    assert "lock not released" in " ".join(step_names(payload, first.name))
+    for host in others:
+        assert "Build the frontend inside the new release" in step_names(payload, host.name)
+    assert [health(h)["version"] for h in others] == ["1.0.0"] * 2
+    first.boot()
+    assert wait_serving(first), "the powered-off host does not serve after boot"
+    assert health(first)["version"] == CODE_CHANGE_VERSION  # its previous release
+    assert read_layout(first).lock is not None  # ours, left behind
+    code, payload, stderr = fleet.run("deploy", "--commit", "good")
+    assert code == 0, (payload, stderr)
+    assert any(n.startswith("released our own deploy lock left by an earlier run")
+               for n in step_names(payload, first.name))
+    assert fleet.versions() == ["1.0.0"] * 3
+    assert all(read_layout(h).lock is None for h in fleet.hosts)
+
+
+def test_ssh_connection_dropped_mid_build(fleet, tmp_path, commit_of):
+    """From `good`: deploy `code-change`; the first host's SSH sessions are killed during its
+    build. That host keeps serving `good` and its lock is released (over a new connection);
+    the others build on their own and move on; the next deploy converges."""
+    first, *others = fleet.hosts
+    before = read_layout(first)
+    proc = start_cli(tmp_path, "dropped", "deploy", "-i", fleet.inventory, "--commit",
+                     "code-change", "--json", env=fleet.env)
+    try:
+        wait_for_build(first, before.releases, commit_of("code-change"), proc)
+        first.ssh("sudo pkill -KILL -f 'sshd: ubuntu@notty' || true", check=False)
+        code = proc.wait(900)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = (tmp_path / "dropped.out").read_text()
+    assert code == 1, out
+    assert health(first)["version"] == "1.0.0"
+    assert read_layout(first).current == before.current
+    assert all(read_layout(h).lock is None for h in fleet.hosts)
+    assert [health(h)["version"] for h in others] == [CODE_CHANGE_VERSION] * 2
+    code, payload, stderr = fleet.run("deploy", "--commit", "code-change")
+    assert code == 0, (payload, stderr)
+    assert fleet.versions() == [CODE_CHANGE_VERSION] * 3
+
+
+def test_disk_full_during_the_build(fleet, commit_of):
+    """From `code-change`: the second host's releases filesystem is filled up to its last
+    30 MB; deploying `good` there fails in the build (no space left), nothing is switched,
+    the lock is released and the report says why. Space freed, the next deploy converges and
+    cleans the partial release."""
+    second = fleet.hosts[1]
+    releases = f"{DEPLOY_TO}/releases"
+    before = read_layout(second)
+    free_mb = int(second.ssh(f"df -Pm {releases} | tail -1").stdout.split()[3])
+    second.ssh(f"dd if=/dev/zero of={releases}/.filler bs=1M count={free_mb - 30} 2>/dev/null",
+               check=False)
+    try:
+        code, payload, stderr = fleet.run("deploy", "--commit", "good", "--limit", second.name)
+    finally:
+        second.ssh(f"rm -f {releases}/.filler")
+    assert code == 1, (payload, stderr)
+    failed = [s for s in payload["hosts"][second.name]["steps"] if s["status"] == "failed"]
+    said = " ".join([failed[0]["detail"], *failed[0]["output"]]).lower()
+    assert "space" in said or "enospc" in said, failed
+    after = read_layout(second)
+    assert after.current == before.current and after.lock is None
+    assert health(second)["version"] == CODE_CHANGE_VERSION
+    code, payload, stderr = fleet.run("deploy", "--commit", "good", "--limit", second.name)
+    assert code == 0, (payload, stderr)
+    assert serving(payload) == {second.name: commit_of("good")[:12]}
+    layout = read_layout(second)
+    assert set(layout.releases) <= set(layout.complete), "a partial release was left"
+
+
+def test_redis_down_during_a_deploy(fleet, commit_of):
+    """From `code-change`: Redis stopped on the first host. The deploy says the host is
+    unhealthy before it starts and stops (exit 3, nothing changed); forced, the new release
+    fails verification (the app reports Redis down) and the host goes back to `code-change`.
+    Redis started, the next run converges with nothing to do."""
+    first = fleet.hosts[0]
+    before = read_layout(first)
+    first.ssh("sudo systemctl stop redis-server")
+    try:
+        refused = run_cli("deploy", "--commit", "good", "--limit", first.name, "-i",
+                          fleet.inventory, env=fleet.env)
+        assert refused.returncode == 3, refused
+        assert "unhealthy before the deploy" in refused.stderr + refused.stdout, refused
+        assert read_layout(first).releases == before.releases  # nothing changed
+        code, payload, stderr = fleet.run("deploy", "--commit", "good", "--limit", first.name,
+                                          "--unhealthy-ok")
+        assert code == 1, (payload, stderr)
+        assert any("redis" in n for n in step_names(payload, first.name)
+                   if n.startswith("verification:")), step_names(payload, first.name)
+        assert serving(payload) == {first.name: commit_of("code-change")[:12]}
+        assert read_layout(first).lock is None
+    finally:
+        first.ssh("sudo systemctl start redis-server")
+    assert wait_serving(first), "the app does not report Redis up again"
+    code, payload, stderr = fleet.run("deploy", "--commit", "code-change", "--limit",
+                                      first.name)
+    assert code == 0, (payload, stderr)  # already current and verified: nothing to do
+    assert health(first)["redis"] == "ok"
+
+
+def test_database_unreachable_during_migrations(fleet, postgres_db, commit_of):
+    """From `code-change`: the database refuses new connections while the deploy of `good`
+    runs its migrations on the first host. Nothing is switched (the running release keeps
+    its pooled connections); the lock is released; once the database takes connections
+    again, the next deploy converges."""
+    first = fleet.hosts[0]
+    before = read_layout(first)
+    postgres_db.psql(f'ALTER DATABASE "{postgres_db.name}" CONNECTION LIMIT 0;')
+    try:
+        code, payload, stderr = fleet.run("deploy", "--commit", "good", "--limit", first.name,
+                                          "--unhealthy-ok")
+    finally:
+        postgres_db.psql(f'ALTER DATABASE "{postgres_db.name}" CONNECTION LIMIT -1;')
+    assert code == 1, (payload, stderr)
+    failed = [s for s in payload["hosts"][first.name]["steps"] if s["status"] == "failed"]
+    assert failed[0]["name"] == "Run pending database migrations", failed
+    after = read_layout(first)
+    assert after.current == before.current and after.lock is None
+    assert wait_serving(first)
+    assert health(first)["version"] == CODE_CHANGE_VERSION
+    code, payload, stderr = fleet.run("deploy", "--commit", "good", "--limit", first.name)
+    assert code == 0, (payload, stderr)
+    assert serving(payload) == {first.name: commit_of("good")[:12]}
+
+
+def wait_serving(host, seconds: float = 90) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if health(host)["status"] == "healthy":
+                return True
+        except Exception:  # noqa: BLE001 (not up yet)
+            pass
+        time.sleep(1)
+    return False
 
 
 def test_requests_served_during_the_rolling_runs(capsys):
