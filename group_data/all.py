@@ -151,6 +151,9 @@ health_public_endpoints = [
 health_stabilisation_seconds = 10
 # After a rollback to a release that already passed verification, a shorter window.
 health_rollback_stabilisation_seconds = 2
+# After a reload, verification waits up to 60 s for apps not answering yet; an app that answers
+# but reports a problem (a dependency down, a wrong status) gets this long to recover.
+health_unhealthy_grace_seconds = 10
 health_timeout_seconds = 5
 # Requests per health run for p95 and error rate: few, to stay under the app's own rate limit
 # (the real TPE backend allows 1,000 /api requests per 15 minutes per IP).

@@ -319,6 +319,23 @@ def _still_starting(sample: Any) -> bool:
     return not any(p.get("status") == "errored" for p in sample["pm2"])
 
 
+def worth_waiting(sample: Any, restarts_at_start: int, answering_since: float | None,
+                  now: float, grace: float) -> bool:
+    """Whether a host after a reload is still starting: not answering yet, or answering
+    unhealthy for less than `grace` seconds. One whose apps keep restarting (PM2 relaunching
+    a crash without giving up) is failing, not starting: judge it now."""
+    if not _still_starting(sample) or _restarts(sample) > restarts_at_start:
+        return False
+    if not _answers(sample):
+        return True
+    return answering_since is None or now - answering_since < grace
+
+
+def _answers(sample: Any) -> bool:
+    """The app answered the health request (whatever it said): it is up."""
+    return 200 <= sample["http"].get("status", 0) < 500
+
+
 def _restarts(sample: Any) -> int:
     if isinstance(sample, Exception):
         return -1
@@ -338,12 +355,18 @@ def verify(loaded: LoadedInventory, hosts: list,
         return {}
     subset = loaded.fresh([h.name for h in hosts])
     deadline = time.monotonic() + wait_seconds
+    grace = {h.name: h.data.health_unhealthy_grace_seconds for h in hosts}
     first = gather(subset, read_health)
     started = {name: _restarts(sample) for name, sample in first.items()}
-    # Wait for hosts still starting; one whose apps keep restarting (PM2 relaunching a crash
-    # without giving up) is failing, not starting: judge it now.
-    while time.monotonic() < deadline and any(
-            _still_starting(v) and _restarts(v) <= started[n] for n, v in first.items()):
+    answering: dict[str, float] = {}  # host -> when its app first answered (unhealthy)
+
+    def waiting(name: str, sample: Any) -> bool:
+        if _still_starting(sample) and _answers(sample):
+            answering.setdefault(name, time.monotonic())
+        return worth_waiting(sample, started[name], answering.get(name), time.monotonic(),
+                             grace[name])
+
+    while time.monotonic() < deadline and any(waiting(n, v) for n, v in first.items()):
         time.sleep(0.5)
         first = gather(subset, read_health)
     # A host already failing needs no stabilisation window to be judged: switch back sooner.

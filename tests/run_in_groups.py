@@ -62,7 +62,8 @@ def main(extra: list[str]) -> int:
     for name, paths in assign().items():
         print(f"[{name}] {' '.join(paths)}", flush=True)
         procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-ra", "-p", "no:cacheprovider", *extra, *paths],
+            [sys.executable, "-m", "pytest", "-ra", "-p", "no:cacheprovider", "--durations=12",
+             *extra, *paths],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         reader = threading.Thread(target=_stream, args=(name, procs[name], lock), daemon=True)
         reader.start()

@@ -97,6 +97,7 @@ SCHEMA: dict[str, type | tuple[type, ...]] = {
     "health_public_endpoints": list,
     "health_stabilisation_seconds": NUMBER,
     "health_rollback_stabilisation_seconds": NUMBER,
+    "health_unhealthy_grace_seconds": NUMBER,
     "health_timeout_seconds": NUMBER,
     "health_sample_requests": int,
     # diagnose (runbook section 4)

@@ -18,7 +18,6 @@ from tests.hosts.conftest import (
     SecretEnv,
     health,
     read_layout,
-    release_file,
     start_cli,
     wait_for_build,
 )
@@ -101,8 +100,8 @@ def test_rolling_deploy_in_batches_under_load(fleet, commit_of):
         steps = step_names(payload, name)
         assert f"Upload the build made on {first}" in steps, steps
         assert "Build the frontend inside the new release" not in steps, steps
-    build_ids = {release_file(h, read_layout(h).current, "tpe-front-end/.next/BUILD_ID")
-                 .read_text() for h in fleet.hosts}
+    build_ids = {h.ssh(f"cat {DEPLOY_TO}/current/tpe-front-end/.next/BUILD_ID").stdout
+                 for h in fleet.hosts}  # (host 2's releases are on a mount of its own)
     assert len(build_ids) == 1, build_ids  # the same Next.js build behind the balancer
 
 
@@ -274,46 +273,52 @@ def test_disk_full_during_the_build(fleet, commit_of):
     assert set(layout.releases) <= set(layout.complete), "a partial release was left"
 
 
+def other_commit(fleet: Fleet, host_index: int, commit_of) -> str:
+    """`good` or `code-change`: whichever the host does not serve now."""
+    return "code-change" if fleet.commits()[host_index] == commit_of("good")[:12] else "good"
+
+
 def test_redis_down_during_a_deploy(fleet, commit_of):
-    """From `code-change`: Redis stopped on the first host. The deploy says the host is
-    unhealthy before it starts and stops (exit 3, nothing changed); forced, the new release
-    fails verification (the app reports Redis down) and the host goes back to `code-change`.
-    Redis started, the next run converges with nothing to do."""
+    """Redis stopped on the first host. The deploy says the host is unhealthy before it
+    starts and stops (exit 3, nothing changed); forced, the new release fails verification
+    (the app reports Redis down) and the host goes back to the release it served. Redis
+    started, the next run converges with nothing to do."""
     first = fleet.hosts[0]
-    before = read_layout(first)
+    before, serving_before = read_layout(first), fleet.commits()[0]
+    target = other_commit(fleet, 0, commit_of)
     first.ssh("sudo systemctl stop redis-server")
     try:
-        refused = run_cli("deploy", "--commit", "good", "--limit", first.name, "-i",
+        refused = run_cli("deploy", "--commit", target, "--limit", first.name, "-i",
                           fleet.inventory, env=fleet.env)
         assert refused.returncode == 3, refused
         assert "unhealthy before the deploy" in refused.stderr + refused.stdout, refused
         assert read_layout(first).releases == before.releases  # nothing changed
-        code, payload, stderr = fleet.run("deploy", "--commit", "good", "--limit", first.name,
+        code, payload, stderr = fleet.run("deploy", "--commit", target, "--limit", first.name,
                                           "--unhealthy-ok")
         assert code == 1, (payload, stderr)
         assert any("redis" in n for n in step_names(payload, first.name)
                    if n.startswith("verification:")), step_names(payload, first.name)
-        assert serving(payload) == {first.name: commit_of("code-change")[:12]}
+        assert serving(payload) == {first.name: serving_before}
         assert read_layout(first).lock is None
     finally:
         first.ssh("sudo systemctl start redis-server")
-    assert wait_serving(first), "the app does not report Redis up again"
-    code, payload, stderr = fleet.run("deploy", "--commit", "code-change", "--limit",
-                                      first.name)
+    assert wait_serving(first, redis="ok"), "the app does not report Redis up again"
+    code, payload, stderr = fleet.run("deploy", "--commit", before.current.rsplit("-", 1)[1],
+                                      "--limit", first.name)
     assert code == 0, (payload, stderr)  # already current and verified: nothing to do
-    assert health(first)["redis"] == "ok"
+    assert step_names(payload, first.name)[0].endswith("nothing to do")
 
 
 def test_database_unreachable_during_migrations(fleet, postgres_db, commit_of):
-    """From `code-change`: the database refuses new connections while the deploy of `good`
-    runs its migrations on the first host. Nothing is switched (the running release keeps
-    its pooled connections); the lock is released; once the database takes connections
-    again, the next deploy converges."""
+    """The database refuses new connections while a deploy runs its migrations on the first
+    host. Nothing is switched (the running release keeps its pooled connections); the lock
+    is released; once the database takes connections again, the next deploy converges."""
     first = fleet.hosts[0]
-    before = read_layout(first)
+    before, version_before = read_layout(first), health(first)["version"]
+    target = other_commit(fleet, 0, commit_of)
     postgres_db.psql(f'ALTER DATABASE "{postgres_db.name}" CONNECTION LIMIT 0;')
     try:
-        code, payload, stderr = fleet.run("deploy", "--commit", "good", "--limit", first.name,
+        code, payload, stderr = fleet.run("deploy", "--commit", target, "--limit", first.name,
                                           "--unhealthy-ok")
     finally:
         postgres_db.psql(f'ALTER DATABASE "{postgres_db.name}" CONNECTION LIMIT -1;')
@@ -322,18 +327,20 @@ def test_database_unreachable_during_migrations(fleet, postgres_db, commit_of):
     assert failed[0]["name"] == "Run pending database migrations", failed
     after = read_layout(first)
     assert after.current == before.current and after.lock is None
-    assert wait_serving(first)
-    assert health(first)["version"] == CODE_CHANGE_VERSION
-    code, payload, stderr = fleet.run("deploy", "--commit", "good", "--limit", first.name)
+    assert wait_serving(first, database="ok", version=version_before)
+    code, payload, stderr = fleet.run("deploy", "--commit", target, "--limit", first.name)
     assert code == 0, (payload, stderr)
-    assert serving(payload) == {first.name: commit_of("good")[:12]}
+    assert serving(payload) == {first.name: commit_of(target)[:12]}
 
 
-def wait_serving(host, seconds: float = 90) -> bool:
+def wait_serving(host, seconds: float = 90, **expect: str) -> bool:
+    """Whether the host's app answers healthy (and with the `expect`ed fields) in time."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            if health(host)["status"] == "healthy":
+            answer = health(host)
+            if answer["status"] == "healthy" and all(answer.get(k) == v
+                                                     for k, v in expect.items()):
                 return True
         except Exception:  # noqa: BLE001 (not up yet)
             pass
