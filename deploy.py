@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from playbooks.common import Options
 from tpe_ops.errors import OpsError
-from tpe_ops.inventory import DEFAULT_INVENTORY, load_inventory
+from tpe_ops.inventory import DEFAULT_INVENTORY, LoadedInventory, load_inventory
 from tpe_ops.report import as_json, print_step, summary_table
 from tpe_ops.runner import RunResult
 from tpe_ops.secrets import redact
@@ -174,48 +174,52 @@ def _rollout(args: argparse.Namespace):
     return RolloutOptions(args.batch_size, args.max_fail, args.canary)
 
 
-def _run_provision(args: argparse.Namespace, options: Options, printer) -> RunResult:
+def _run_provision(args: argparse.Namespace, loaded: LoadedInventory, options: Options,
+                   printer) -> RunResult:
     from playbooks.provision import provision
 
-    return provision(load_inventory(options.inventory, options.limit), options, printer)
+    return provision(loaded, options, printer)
 
 
-def _run_deploy(args: argparse.Namespace, options: Options, printer) -> RunResult:
+def _run_deploy(args: argparse.Namespace, loaded: LoadedInventory, options: Options,
+                printer) -> RunResult:
     from playbooks.deploy import deploy
 
-    return deploy(load_inventory(options.inventory, options.limit), options, printer, args.commit,
-                  _rollout(args))
+    return deploy(loaded, options, printer, args.commit, _rollout(args))
 
 
-def _run_status(args: argparse.Namespace, options: Options, printer) -> RunResult:
+def _run_status(args: argparse.Namespace, loaded: LoadedInventory, options: Options,
+                printer) -> RunResult:
     from playbooks.status import status
 
-    return status(load_inventory(options.inventory, options.limit), options, printer)
+    return status(loaded, options, printer)
 
 
-def _run_unlock(args: argparse.Namespace, options: Options, printer) -> RunResult:
+def _run_unlock(args: argparse.Namespace, loaded: LoadedInventory, options: Options,
+                printer) -> RunResult:
     from playbooks.unlock import unlock
 
-    return unlock(load_inventory(options.inventory, options.limit), options, printer, args.force)
+    return unlock(loaded, options, printer, args.force)
 
 
-def _run_rollback(args: argparse.Namespace, options: Options, printer) -> RunResult:
+def _run_rollback(args: argparse.Namespace, loaded: LoadedInventory, options: Options,
+                  printer) -> RunResult:
     from playbooks.rollback import rollback
 
-    loaded = load_inventory(options.inventory, options.limit)
     return rollback(loaded, options, printer, args.to, args.force, args.reason, _rollout(args))
 
 
-def _run_releases(args: argparse.Namespace, options: Options, printer) -> RunResult:
+def _run_releases(args: argparse.Namespace, loaded: LoadedInventory, options: Options,
+                  printer) -> RunResult:
     from playbooks.releases import releases
 
-    return releases(load_inventory(options.inventory, options.limit), options, printer)
+    return releases(loaded, options, printer)
 
 
-def _run_health(args: argparse.Namespace, options: Options, printer) -> RunResult:
+def _run_health(args: argparse.Namespace, loaded: LoadedInventory, options: Options,
+                printer) -> RunResult:
     from playbooks.health import health, watch
 
-    loaded = load_inventory(options.inventory, options.limit)
     if args.watch:
         return watch(loaded, options, None, args.watch, args.count, args.notify,
                      args.prometheus)
@@ -229,42 +233,45 @@ def _run_health(args: argparse.Namespace, options: Options, printer) -> RunResul
     return result
 
 
-def _run_benchmark(args: argparse.Namespace, options: Options, printer) -> RunResult:
+def _run_benchmark(args: argparse.Namespace, loaded: LoadedInventory, options: Options,
+                   printer) -> RunResult:
     from playbooks.benchmark import BenchOptions, benchmark
 
     bench = BenchOptions(args.requests, args.concurrency, args.rate, args.url,
                          args.save_baseline)
-    return benchmark(load_inventory(options.inventory, options.limit), options, printer, bench)
+    return benchmark(loaded, options, printer, bench)
 
 
-def _run_cache(args: argparse.Namespace, options: Options, printer) -> RunResult:
+def _run_cache(args: argparse.Namespace, loaded: LoadedInventory, options: Options,
+               printer) -> RunResult:
     from playbooks.cache import cache
 
-    return cache(load_inventory(options.inventory, options.limit), options, printer, args.action)
+    return cache(loaded, options, printer, args.action)
 
 
-def _run_logs(args: argparse.Namespace, options: Options, printer) -> RunResult:
+def _run_logs(args: argparse.Namespace, loaded: LoadedInventory, options: Options,
+              printer) -> RunResult:
     from playbooks.logs import LogsRequest, logs
 
     request = LogsRequest(args.app, args.lines, args.err, args.follow)
-    return logs(load_inventory(options.inventory, options.limit), options, printer, request)
+    return logs(loaded, options, printer, request)
 
 
-def _run_maintain(args: argparse.Namespace, options: Options, printer) -> RunResult:
+def _run_maintain(args: argparse.Namespace, loaded: LoadedInventory, options: Options,
+                  printer) -> RunResult:
     from playbooks.maintain import maintain
 
-    loaded = load_inventory(options.inventory, options.limit)
     return maintain(loaded, options, None, args.tier, args.notify)  # printed after its headline
 
 
-def _run_schedule(args: argparse.Namespace, options: Options, printer) -> RunResult:
+def _run_schedule(args: argparse.Namespace, loaded: LoadedInventory, options: Options,
+                  printer) -> RunResult:
     from playbooks import schedule
     from tpe_ops.errors import ConfigError
 
     if args.target and args.action != "install" or args.purge and args.action != "remove":
         raise ConfigError(f"schedule {args.action}: --target goes with install, --purge with "
                           "remove", "drop the option or change the action")
-    loaded = load_inventory(options.inventory, options.limit)
     if args.action == "install":
         return schedule.install(loaded, options, printer, args.target)
     if args.action == "remove":
@@ -272,25 +279,27 @@ def _run_schedule(args: argparse.Namespace, options: Options, printer) -> RunRes
     return schedule.show(loaded, options, printer)
 
 
-def _run_diagnose(args: argparse.Namespace, options: Options, printer) -> RunResult:
+def _run_diagnose(args: argparse.Namespace, loaded: LoadedInventory, options: Options,
+                  printer) -> RunResult:
     from playbooks.diagnose import diagnose
 
-    loaded = load_inventory(options.inventory, options.limit)
     return diagnose(loaded, options, printer, args.fix, args.flush)
 
 
-def _run_db(args: argparse.Namespace, options: Options, printer) -> RunResult:
+def _run_db(args: argparse.Namespace, loaded: LoadedInventory, options: Options,
+            printer) -> RunResult:
     from playbooks.db import DbRequest, run
 
     request = DbRequest(args.action, args.file, args.top, args.threshold_ms, args.keep)
-    return run(load_inventory(options.inventory, options.limit), options, printer, request)
+    return run(loaded, options, printer, request)
 
 
-def _run_drill(args: argparse.Namespace, options: Options, printer) -> RunResult:
+def _run_drill(args: argparse.Namespace, loaded: LoadedInventory, options: Options,
+               printer) -> RunResult:
     from playbooks.drill import DrillRequest, run
 
     request = DrillRequest(args.action, args.source, args.backup, args.keep)
-    return run(load_inventory(options.inventory, options.limit), options, printer, request)
+    return run(loaded, options, printer, request)
 
 
 RUNNERS: dict[str, Callable[..., RunResult]] = {
@@ -318,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
                       getattr(args, "unverified_ok", False), getattr(args, "unhealthy_ok", False))
     printer = None if args.json else print_step
     try:
-        result = RUNNERS[args.command](args, options, printer)
+        loaded = load_inventory(options.inventory, options.limit)
+        result = RUNNERS[args.command](args, loaded, options, printer)
     except OpsError as error:
         print(redact(f"error: {error}"), file=sys.stderr)
         return error.exit_code
