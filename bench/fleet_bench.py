@@ -20,10 +20,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+
 from bench.deploy_bench import cli, make_repo  # noqa: E402
 from tests.harness import postgres  # noqa: E402
 from tests.harness.hosts import HostPool, write_inventory  # noqa: E402
 from tests.harness.image import build_base_image  # noqa: E402
+
+
+def deploy_steps(*args: str, env: dict[str, str]) -> tuple[float, dict[str, float]]:
+    """A deploy's wall time, and per step the longest any host spent in it."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "deploy.py", *args, "--json"], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"deploy.py {' '.join(args)} failed:\n{done.stdout[-3000:]}{done.stderr[-2000:]}")
+    longest: dict[str, float] = {}
+    for host in json.loads(done.stdout)["hosts"].values():
+        for step in host["steps"]:
+            name = step["name"].split(" 2026")[0].split(" 20")[0]  # release names vary
+            longest[name] = max(longest.get(name, 0.0), step.get("seconds") or 0.0)
+    return seconds, longest
 
 
 def main() -> None:
@@ -44,11 +64,11 @@ def main() -> None:
             every = inventory("six", hosts)
             cli("provision", "-i", every, env=env)
             cli("deploy", "-i", every, "--commit", "good", env=env)
-            one = cli("deploy", "-i", inventory("one", hosts[:1]), "--commit", "code-change",
-                      env=env)
+            one, one_steps = deploy_steps("deploy", "-i", inventory("one", hosts[:1]),
+                                          "--commit", "code-change", env=env)
             three = cli("deploy", "-i", inventory("three", hosts[1:4]), "--commit",
                         "code-change", env=env)
-            six = cli("deploy", "-i", every, "--commit", "slow", env=env)
+            six, six_steps = deploy_steps("deploy", "-i", every, "--commit", "slow", env=env)
             rolling = cli("deploy", "-i", every, "--commit", "good", "--batch-size", "2",
                           env=env)
     finally:
@@ -61,6 +81,9 @@ def main() -> None:
     print(f"code-only deploy, 6 hosts, batches of 2: {rolling:6.1f} s   ratio "
           f"{rolling / one:.2f}")
     print(f"(on {os.cpu_count()} CPUs shared by the controller and every host)")
+    print("\nlongest host per step (s): 1 host / 6 hosts")
+    for name in sorted(set(one_steps) | set(six_steps), key=lambda n: -six_steps.get(n, 0)):
+        print(f"  {one_steps.get(name, 0):6.1f} {six_steps.get(name, 0):6.1f}  {name}")
 
 
 if __name__ == "__main__":

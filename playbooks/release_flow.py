@@ -64,6 +64,9 @@ class Flow:
     # built it, once fetched. Shared by the batches of a rollout.
     builds: dict[str, str] = field(default_factory=dict)
     built: dict[str, str] = field(default_factory=dict)
+    # (release, database) -> the host that ran the release's migrations against it: the hosts
+    # taking its build do not run them again.
+    migrated: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.results = {h.name: HostResult(h.name) for h in self.loaded.hosts}
@@ -91,7 +94,10 @@ class Flow:
             self.printer(host_name, step)
 
     def migrations_applied(self, host_name: str) -> list[str]:
-        for step in self.results[host_name].steps:
+        """The migrations this run applied for the host's release (whichever host ran them)."""
+        host = next(h for h in self.loaded.hosts if h.name == host_name)
+        ran_by = self.migrated.get(migration_key(self, host), host_name)
+        for step in self.results[ran_by].steps:
             if step.name == MIGRATE_STEP:
                 return [line.split()[1] for line in step.output if line.startswith("applied ")]
         return []
@@ -149,6 +155,11 @@ def build_key(flow: Flow, host) -> str:
                        d.app_build_outputs])
 
 
+def migration_key(flow: Flow, host) -> str:
+    d = host.data
+    return f"{flow.plans[host.name].release} {d.db_host}:{d.db_port}/{d.db_name}"
+
+
 def share_builds(flow: Flow, share_dir: str) -> None:
     """Every release that two or more hosts of the flow will build is built once (by the
     first of them) and copied to the others, also across the batches of a rollout."""
@@ -202,7 +213,8 @@ def phase_build(flow: Flow, how: dict[str, How], create: bool = True):
                            name="Pack the build for the other hosts", **app)
             rel.download(on_host, archive, name="Fetch the build to share it", **app)
             rel.run_script(f"rm -f {rel.q(on_host)}", name="Remove the packed build", **app)
-        if data.app_migrate_command and flow.kind == "deploy":
+        migrated = mode == "copy" and migration_key(flow, current_host) in flow.migrated
+        if data.app_migrate_command and flow.kind == "deploy" and not migrated:
             rel.run_script(
                 rel.with_app_env(paths["shared"], f"{release_dir}/{data.app_backend_dir}",
                                  in_app_root(data.app_migrate_command)),
@@ -499,12 +511,27 @@ def _build(flow: Flow, hosts: list) -> None:
     for a build that failed builds itself)."""
     how = build_plan(flow, hosts)
     flow.phase(phase_build(flow, how), hosts)
+    _record_shared(flow, hosts, how)
+    later = [h for h in hosts if how[h.name][0] == "later" and flow.results[h.name].ok]
+    how = build_plan(flow, later, waited=True)
+    flow.phase(phase_build(flow, how, create=False), later)
+    _record_shared(flow, later, how)
+
+
+def _record_shared(flow: Flow, hosts: list, how: dict[str, How]) -> None:
+    """After a build phase: which builds can be copied now, and which hosts did not run the
+    migrations because the builder had (said in their report)."""
     for h in hosts:
         mode, archive = how[h.name]
-        if mode == "share" and flow.results[h.name].ok and archive and os.path.isfile(archive):
+        ok = flow.results[h.name].ok
+        if mode == "share" and ok and archive and os.path.isfile(archive):
             flow.built[build_key(flow, h)] = h.name
-    later = [h for h in hosts if how[h.name][0] == "later" and flow.results[h.name].ok]
-    flow.phase(phase_build(flow, build_plan(flow, later, waited=True), create=False), later)
+            if h.data.app_migrate_command and flow.kind == "deploy":
+                flow.migrated.setdefault(migration_key(flow, h), h.name)
+        elif mode == "copy" and ok and flow.migrated.get(migration_key(flow, h)) not in (
+                None, h.name) and h.data.app_migrate_command and flow.kind == "deploy":
+            flow.note(h.name, "ok", "database migrations: run once for this release, on "
+                                    f"{flow.migrated[migration_key(flow, h)]}")
 
 
 def _verify_or_switch_back(flow: Flow, switched: list) -> None:

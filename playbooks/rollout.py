@@ -70,7 +70,8 @@ def _batches(flow: Flow, batches: list[list[str]], max_fail: float,
 def _run_part(flow: Flow, names: list[str], kind: str, plans: dict[str, HostPlan],
               guard: Guard | None) -> Flow:
     part = Flow(kind, flow.loaded.fresh(names), plans, flow.printer, archive=flow.archive,
-                token=flow.token, builds=flow.builds, built=flow.built)
+                token=flow.token, builds=flow.builds, built=flow.built,
+                migrated=flow.migrated)
     execute(part, guard, lock=False)
     for name in names:
         flow.results[name].steps.extend(part.results[name].steps)

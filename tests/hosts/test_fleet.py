@@ -100,6 +100,8 @@ def test_rolling_deploy_in_batches_under_load(fleet, commit_of):
         steps = step_names(payload, name)
         assert f"Upload the build made on {first}" in steps, steps
         assert "Build the frontend inside the new release" not in steps, steps
+        assert f"database migrations: run once for this release, on {first}" in steps, steps
+        assert "Run pending database migrations" not in steps, steps
     build_ids = {h.ssh(f"cat {DEPLOY_TO}/current/tpe-front-end/.next/BUILD_ID").stdout
                  for h in fleet.hosts}  # (host 2's releases are on a mount of its own)
     assert len(build_ids) == 1, build_ids  # the same Next.js build behind the balancer

@@ -8,10 +8,19 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from operations import release as rel
-from playbooks.release_flow import Flow, HostPlan, build_key, build_plan, share_builds
+from playbooks.release_flow import (
+    MIGRATE_STEP,
+    Flow,
+    HostPlan,
+    build_key,
+    build_plan,
+    migration_key,
+    share_builds,
+)
+from tpe_ops.runner import Step
 
 DATA = {"app_deploy_to": "/srv/app", "app_build_command": "npm run build",
-        "app_build_outputs": ["web/.next"]}
+        "app_build_outputs": ["web/.next"], "db_host": "db", "db_port": 5432, "db_name": "tpe"}
 
 
 def host(name: str, **data) -> SimpleNamespace:
@@ -67,6 +76,17 @@ def test_a_lone_build_or_a_different_setup_is_not_shared():
     share_builds(single, "/tmp/share")
     assert single.builds == {} and build_plan(single, single.loaded.hosts) == {
         "h1": ("build", None)}
+
+
+def test_migrations_run_once_are_reported_for_every_host_of_that_database():
+    hosts = [host("h1"), host("h2"), host("h3", db_name="other")]
+    flow = flow_of(hosts)
+    flow.results["h1"].steps.append(Step(MIGRATE_STEP, "changed",
+                                         output=["applied 002_events", "up to date"]))
+    flow.migrated[migration_key(flow, hosts[0])] = "h1"
+    assert migration_key(flow, hosts[1]) == migration_key(flow, hosts[0])
+    assert flow.migrations_applied("h1") == flow.migrations_applied("h2") == ["002_events"]
+    assert flow.migrations_applied("h3") == []  # another database: its own run (none here)
 
 
 def _release(root: Path, name: str, fingerprint: str) -> Path:
