@@ -64,9 +64,9 @@ class Flow:
     # built it, once fetched. Shared by the batches of a rollout.
     builds: dict[str, str] = field(default_factory=dict)
     built: dict[str, str] = field(default_factory=dict)
-    # (release, database) -> the host that ran the release's migrations against it: the hosts
-    # taking its build do not run them again.
-    migrated: dict[str, str] = field(default_factory=dict)
+    # (release, database) -> the host that ran the release's migrations against it, and what
+    # they applied: the hosts taking its build do not run them again.
+    migrated: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.results = {h.name: HostResult(h.name) for h in self.loaded.hosts}
@@ -95,12 +95,11 @@ class Flow:
 
     def migrations_applied(self, host_name: str) -> list[str]:
         """The migrations this run applied for the host's release (whichever host ran them)."""
-        host = next(h for h in self.loaded.hosts if h.name == host_name)
-        ran_by = self.migrated.get(migration_key(self, host), host_name)
-        for step in self.results[ran_by].steps:
+        for step in self.results[host_name].steps:
             if step.name == MIGRATE_STEP:
                 return [line.split()[1] for line in step.output if line.startswith("applied ")]
-        return []
+        host = next(h for h in self.loaded.hosts if h.name == host_name)
+        return self.migrated.get(migration_key(self, host), ("", []))[1]
 
 
 # --- phases: each is a pyinfra deploy reading its host's plan -------------------------------
@@ -527,11 +526,13 @@ def _record_shared(flow: Flow, hosts: list, how: dict[str, How]) -> None:
         if mode == "share" and ok and archive and os.path.isfile(archive):
             flow.built[build_key(flow, h)] = h.name
             if h.data.app_migrate_command and flow.kind == "deploy":
-                flow.migrated.setdefault(migration_key(flow, h), h.name)
-        elif mode == "copy" and ok and flow.migrated.get(migration_key(flow, h)) not in (
-                None, h.name) and h.data.app_migrate_command and flow.kind == "deploy":
-            flow.note(h.name, "ok", "database migrations: run once for this release, on "
-                                    f"{flow.migrated[migration_key(flow, h)]}")
+                flow.migrated.setdefault(migration_key(flow, h),
+                                         (h.name, flow.migrations_applied(h.name)))
+        elif mode == "copy" and ok and h.data.app_migrate_command and flow.kind == "deploy":
+            ran_by = flow.migrated.get(migration_key(flow, h), (h.name, []))[0]
+            if ran_by != h.name:
+                flow.note(h.name, "ok", "database migrations: run once for this release, on "
+                                        f"{ran_by}")
 
 
 def _verify_or_switch_back(flow: Flow, switched: list) -> None:
