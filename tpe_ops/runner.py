@@ -6,6 +6,7 @@ between them. `dry=True` collects facts and reports what would change, changing 
 
 from __future__ import annotations
 
+import atexit
 import logging
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from pyinfra.api.deploy import add_deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.host import Host
 from pyinfra.api.operations import run_ops
+from pyinfra.connectors.ssh import SSHConnector
 from pyinfra.context import ctx_host, ctx_state
 
 from tpe_ops.errors import HostError
@@ -203,12 +205,67 @@ def _note_unreachable(state: State, hosts: list[Host], results: dict[str, HostRe
 
 
 def _connect(state: State) -> None:
-    """Connect to every host; unreachable ones are reported per host, not raised."""
+    """Connect to every host; unreachable ones are reported per host, not raised. A host
+    already connected earlier in this process keeps its connection, if it still answers."""
+    hosts = [h for h in state.inventory if state.is_host_in_limit(h)]
+    gevent.joinall([gevent.spawn(_reuse_connection, h) for h in hosts])
     try:
         connect_all(state)
     except PyinfraError as error:
         if "No hosts remaining" not in str(error):
             raise
+    for host in state.active_hosts:
+        key = _pool_key(host)
+        if key is not None and getattr(host.connector, "client", None) is not None:
+            _SSH_POOL[key] = host.connector.client
+
+
+# One SSH connection per host for the life of the process: a deploy runs a dozen phases and
+# reads, each with its own pyinfra State, and a handshake per host per phase cost the
+# controller more CPU than the commands themselves on a fleet.
+_SSH_POOL: dict[tuple, Any] = {}
+PROBE_SECONDS = 5.0  # a pooled connection that does not answer a keepalive in time is dropped
+
+
+def _pool_key(host: Host) -> tuple | None:
+    if not isinstance(host.connector, SSHConnector):
+        return None
+    d = host.data
+    return (host.name, *(d.get(k) for k in ("ssh_hostname", "ssh_port", "ssh_user", "ssh_key",
+                                            "ssh_known_hosts_file")))
+
+
+def _reuse_connection(host: Host) -> None:
+    key = _pool_key(host)
+    client = _SSH_POOL.pop(key, None) if key is not None else None
+    if client is None:
+        return
+    if _answers(client):
+        host.connector.client = client
+        host.connected = True  # connect_all activates it without a new handshake
+    else:
+        client.close()
+
+
+def _answers(client: Any) -> bool:
+    """The connection is up and the host answers a keepalive request (OpenSSH refuses it,
+    which is an answer) within PROBE_SECONDS: a dead peer that sent no reset is caught here."""
+    transport = client.get_transport()
+    if transport is None or not transport.is_active():
+        return False
+    try:
+        with gevent.Timeout(PROBE_SECONDS):
+            transport.global_request("keepalive@openssh.com", wait=True)
+    except gevent.Timeout:
+        return False
+    return transport.is_active()
+
+
+@atexit.register
+def _close_pool() -> None:
+    for client in _SSH_POOL.values():
+        client.close()
+    _SSH_POOL.clear()
 
 
 def _run(state: State) -> None:
