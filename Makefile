@@ -17,7 +17,7 @@ venv: $(PY)
 
 demo: $(PY)
 	$(PY) deploy.py provision --yes
-	$(PY) deploy.py deploy --yes
+	$(PY) deploy.py deploy --yes --unhealthy-ok
 	$(PY) deploy.py status
 
 lint: $(PY)
