@@ -49,12 +49,17 @@ def make_repo(where: Path, tags: dict[str, str] | None = None) -> Path:
 
 
 def cli(*args: str, env: dict[str, str]) -> float:
+    return timed_cli(*args, env=env)[0]
+
+
+def timed_cli(*args: str, env: dict[str, str]) -> tuple[float, str]:
+    """`deploy.py ARGS`: (wall seconds, stdout); a failure stops the benchmark."""
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "deploy.py", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"deploy.py {' '.join(args)} failed:\n{done.stdout[-3000:]}{done.stderr[-2000:]}")
-    return time.perf_counter() - started
+    return time.perf_counter() - started, done.stdout
 
 
 def manual_rollback(host, repo: Path, commit: str) -> float:

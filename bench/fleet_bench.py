@@ -21,10 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import json  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
 
-from bench.deploy_bench import cli, make_repo  # noqa: E402
+from bench.deploy_bench import cli, make_repo, timed_cli  # noqa: E402
 from tests.harness import postgres  # noqa: E402
 from tests.harness.hosts import HostPool, write_inventory  # noqa: E402
 from tests.harness.image import build_base_image  # noqa: E402
@@ -32,14 +30,9 @@ from tests.harness.image import build_base_image  # noqa: E402
 
 def deploy_steps(*args: str, env: dict[str, str]) -> tuple[float, dict[str, float]]:
     """A deploy's wall time, and per step the longest any host spent in it."""
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "deploy.py", *args, "--json"], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        sys.exit(f"deploy.py {' '.join(args)} failed:\n{done.stdout[-3000:]}{done.stderr[-2000:]}")
+    seconds, stdout = timed_cli(*args, "--json", env=env)
     longest: dict[str, float] = {}
-    for host in json.loads(done.stdout)["hosts"].values():
+    for host in json.loads(stdout)["hosts"].values():
         for step in host["steps"]:
             name = step["name"].split(" 2026")[0].split(" 20")[0]  # release names vary
             longest[name] = max(longest.get(name, 0.0), step.get("seconds") or 0.0)
