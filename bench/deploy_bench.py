@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,10 +30,12 @@ from tests.hosts.conftest import CHANGES, EXAMPLE_APP, IGNORE, git  # noqa: E402
 MANUAL = "/home/ubuntu/manual"
 
 
-def make_repo(where: Path, tags: dict[str, str] | None = None) -> Path:
+def make_repo(where: Path, tags: dict[str, str] | None = None,
+              changes: dict[str, Callable[[Path], None]] | None = None) -> Path:
     """The example app as a git repository: `good`, then each tag (name -> the tag it is made
-    on) with its change from tests/hosts/conftest.CHANGES."""
+    on) with its change from `changes` (default tests/hosts/conftest.CHANGES)."""
     tags = tags or {"code-change": "good", "deps-change": "code-change"}
+    changes = changes or CHANGES
     repo = where / "app"
     shutil.copytree(EXAMPLE_APP, repo, ignore=IGNORE)
     git(repo, "init", "-q", "-b", "main")
@@ -41,7 +44,7 @@ def make_repo(where: Path, tags: dict[str, str] | None = None) -> Path:
     git(repo, "tag", "good")
     for tag, base in tags.items():
         git(repo, "checkout", "-q", "--detach", base)
-        CHANGES[tag](repo)
+        changes[tag](repo)
         git(repo, "commit", "-qam", tag)
         git(repo, "tag", tag)
     git(repo, "checkout", "-q", "main")

@@ -26,6 +26,14 @@ from bench.deploy_bench import cli, make_repo, timed_cli  # noqa: E402
 from tests.harness import postgres  # noqa: E402
 from tests.harness.hosts import HostPool, write_inventory  # noqa: E402
 from tests.harness.image import build_base_image  # noqa: E402
+from tests.hosts.conftest import CHANGES, CODE_CHANGE_TEXT, _edit  # noqa: E402
+
+
+def _second_code_change(repo: Path) -> None:
+    """Another code-only change, as heavy as `code-change` (the page text again): the 6-host
+    deploy must not carry more work than the 1-host reference (`slow` adds 400 ms to every
+    /api request, health checks and cache warm-up included)."""
+    _edit(repo / "tpe-front-end/app/page.js", CODE_CHANGE_TEXT, "AI concierge (second change).")
 
 
 def deploy_steps(*args: str, env: dict[str, str]) -> tuple[float, dict[str, float]]:
@@ -41,7 +49,8 @@ def deploy_steps(*args: str, env: dict[str, str]) -> tuple[float, dict[str, floa
 
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="tpe-fleet-bench-"))
-    repo = make_repo(tmp, {"code-change": "good", "slow": "good"})  # two code-only changes
+    repo = make_repo(tmp, {"code-change": "good", "code-change-2": "code-change"},
+                     {**CHANGES, "code-change-2": _second_code_change})
     db = postgres.create_test_database()
     env = {**os.environ, "TPE_DB_PASSWORD": db.password, "TPE_STATE_DIR": str(tmp / "state")}
     data = {"deploy_environment": "test", "app_repo": str(repo), "app_source": "upload",
@@ -61,7 +70,8 @@ def main() -> None:
                                           "--commit", "code-change", env=env)
             three = cli("deploy", "-i", inventory("three", hosts[1:4]), "--commit",
                         "code-change", env=env)
-            six, six_steps = deploy_steps("deploy", "-i", every, "--commit", "slow", env=env)
+            six, six_steps = deploy_steps("deploy", "-i", every, "--commit", "code-change-2",
+                                          env=env)
             rolling = cli("deploy", "-i", every, "--commit", "good", "--batch-size", "2",
                           env=env)
     finally:

@@ -48,7 +48,9 @@ app_build_command = "npm run build"
 # for the fleet, and the same Next.js build id on every host behind the load balancer.
 app_build_outputs = ["tpe-front-end/.next"]
 app_migrate_command = "npm run migrate"
-app_warm_cache_command = "npm run warm-cache"
+# The backend's warm-cache script run directly: what `npm run warm-cache` runs, without the two
+# npm start-ups (root script, then workspace script) that cost more CPU than the script itself.
+app_warm_cache_command = "cd tpe-backend && node scripts/warm-cache.js"
 # Where the release's SQL migrations are (the rollback guard compares them with the database).
 app_migrations_dir = "tpe-backend/migrations"
 

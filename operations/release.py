@@ -180,7 +180,23 @@ def switch_commands(deploy_to: str, release: str) -> list[str]:
 
 
 def reload_commands(ecosystem: str) -> list[str]:
-    return [f"pm2 startOrReload {q(ecosystem)} --update-env", "pm2 save --force"]
+    """Reload the apps (starting any not running), then keep the process list for boot."""
+    return [f"pm2 startOrReload {q(ecosystem)} --update-env", save_process_list(ecosystem)]
+
+
+def save_process_list(ecosystem: str) -> str:
+    """`pm2 save` (the list `pm2 resurrect` starts at boot), unless the dump is the one saved
+    from this same ecosystem file and nothing has written it since (`pm2 save` by hand, PM2
+    dumping as it stops): saving it again would write the same list, and costs a Node start-up
+    per host. A stamp next to the dump holds the file's checksum (a new PM2 home has none)."""
+    eco = q(ecosystem)
+    return (  # one compound command: the callers join commands with &&
+        '{ pm2_home="${PM2_HOME:-$HOME/.pm2}"; stamp="$pm2_home/dump.pm2.tpe-ops"; '
+        'if [ -f "$pm2_home/dump.pm2" ] && [ "$stamp" -nt "$pm2_home/dump.pm2" ] '
+        f'&& sha256sum {eco} | cmp -s - "$stamp"; '
+        "then echo 'PM2 process list: already saved from this ecosystem file'; "
+        f'else pm2 save --force && sha256sum {eco} > "$stamp"; fi; }}'
+    )
 
 
 def lock_command(deploy_to: str, owner: dict[str, Any]) -> str:

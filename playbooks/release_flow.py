@@ -274,6 +274,8 @@ def phase_finish(flow: Flow):
         rel.run_script(
             f"printf '%s\\n' {rel.q(json.dumps(revision_record(flow, name)))} "
             f">> {rel.q(paths['revisions'])}", name="Append to the revisions log", **app)
+        if ok and flow.kind == "deploy":  # a rollback goes back to code the cache serves
+            warm_cache()
     return run
 
 
@@ -305,10 +307,6 @@ def warm_cache() -> None:
             rel.with_app_env(paths["shared"], f"{paths['current']}/{data.app_backend_dir}",
                              in_app_root(data.app_warm_cache_command)),
             name="Warm the cache", **as_user(current_host, data.app_user))
-
-
-def phase_warm_cache(flow: Flow):
-    return warm_cache
 
 
 # --- verification ------------------------------------------------------------------------
@@ -492,7 +490,8 @@ def reclaim_own_locks(loaded: LoadedInventory, locks: dict[str, str | None],
 
 
 def _release_steps(flow: Flow, guard: Guard | None) -> None:
-    """Build (when needed), guard, switch, verify or switch back, record, warm the cache."""
+    """Build (when needed), guard, switch, verify or switch back, record (and warm the cache
+    of the verified hosts of a deploy)."""
     _build(flow, [h for h in flow.live() if flow.plans[h.name].build])
     if guard:
         for name, reason in guard(flow, flow.live()).items():
@@ -501,8 +500,6 @@ def _release_steps(flow: Flow, guard: Guard | None) -> None:
     flow.phase(phase_switch(flow), switched)
     _verify_or_switch_back(flow, switched)
     flow.phase(phase_finish(flow), switched)
-    if flow.kind == "deploy":  # a rollback goes back to code the cache already serves
-        flow.phase(phase_warm_cache(flow), [h for h in switched if flow.verified[h.name]])
 
 
 def _build(flow: Flow, hosts: list) -> None:

@@ -159,6 +159,15 @@ def test_code_only_change_reuses_dependencies(host, inventory, secret_env, commi
     assert not release_file(host, release, "node_modules/.cache").exists()
     assert_serving(host, CODE_CHANGE_VERSION)
     assert CODE_CHANGE_TEXT in get(f"http://127.0.0.1:{host.frontend_port}/")[1].decode()
+    # Same ecosystem file as the last deploy, which saved it: no second `pm2 save`, and the
+    # dump `pm2 resurrect` starts at boot still holds both apps, run through `current`.
+    (reload_step,) = [s for s in payload["hosts"][host.name]["steps"]
+                      if s["name"].startswith("Reload the PM2 apps")]
+    assert "already saved" in " ".join(reload_step.get("output", [])), reload_step
+    dump = json.loads(host.ssh("cat ~/.pm2/dump.pm2").stdout)
+    cwds = {p["name"]: p["pm_cwd"] for p in dump if p["name"].startswith("tpe-")}
+    assert cwds == {"tpe-backend": f"{DEPLOY_TO}/current/tpe-backend",
+                    "tpe-frontend": f"{DEPLOY_TO}/current/tpe-front-end"}
 
 
 def test_dependency_change_installs_and_keeps_the_lockfile(host, inventory, secret_env,
