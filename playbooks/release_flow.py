@@ -187,7 +187,18 @@ def build_plan(flow: Flow, hosts: list, waited: bool = False) -> dict[str, How]:
     return how
 
 
-def phase_build(flow: Flow, how: dict[str, How], create: bool = True):
+def migrated_elsewhere(flow: Flow, hosts: list, how: dict[str, How]) -> dict[str, str]:
+    """The hosts taking a shared build whose migrations (same release, same database) another
+    host already ran: {host: that host}. They do not run them again."""
+    if flow.kind != "deploy":
+        return {}
+    return {h.name: flow.migrated[migration_key(flow, h)][0] for h in hosts
+            if how[h.name][0] == "copy" and h.data.app_migrate_command
+            and migration_key(flow, h) in flow.migrated}
+
+
+def phase_build(flow: Flow, how: dict[str, How], elsewhere: dict[str, str],
+                create: bool = True):
     def run() -> None:
         data, paths, plan, release_dir, previous_dir, app = _ctx(flow)
         mode, archive = how[current_host.name]
@@ -212,8 +223,8 @@ def phase_build(flow: Flow, how: dict[str, How], create: bool = True):
                            name="Pack the build for the other hosts", **app)
             rel.download(on_host, archive, name="Fetch the build to share it", **app)
             rel.run_script(f"rm -f {rel.q(on_host)}", name="Remove the packed build", **app)
-        migrated = mode == "copy" and migration_key(flow, current_host) in flow.migrated
-        if data.app_migrate_command and flow.kind == "deploy" and not migrated:
+        if (data.app_migrate_command and flow.kind == "deploy"
+                and current_host.name not in elsewhere):
             rel.run_script(
                 rel.with_app_env(paths["shared"], f"{release_dir}/{data.app_backend_dir}",
                                  in_app_root(data.app_migrate_command)),
@@ -367,10 +378,10 @@ def verify(loaded: LoadedInventory, hosts: list,
     grace = {h.name: h.data.health_unhealthy_grace_seconds for h in hosts}
     first = gather(subset, read_health)
     started = {name: _restarts(sample) for name, sample in first.items()}
-    answering: dict[str, float] = {}  # host -> when its app first answered (unhealthy)
+    answering: dict[str, float] = {}  # host -> when its app first answered (the grace's start)
 
     def waiting(name: str, sample: Any) -> bool:
-        if _still_starting(sample) and _answers(sample):
+        if not isinstance(sample, Exception) and _answers(sample):
             answering.setdefault(name, time.monotonic())
         return worth_waiting(sample, started[name], answering.get(name), time.monotonic(),
                              grace[name])
@@ -506,17 +517,20 @@ def _build(flow: Flow, hosts: list) -> None:
     """Build where needed: a shared build on its first host, then its copies (a host waiting
     for a build that failed builds itself)."""
     how = build_plan(flow, hosts)
-    flow.phase(phase_build(flow, how), hosts)
-    _record_shared(flow, hosts, how)
+    elsewhere = migrated_elsewhere(flow, hosts, how)
+    flow.phase(phase_build(flow, how, elsewhere), hosts)
+    _record_shared(flow, hosts, how, elsewhere)
     later = [h for h in hosts if how[h.name][0] == "later" and flow.results[h.name].ok]
     how = build_plan(flow, later, waited=True)
-    flow.phase(phase_build(flow, how, create=False), later)
-    _record_shared(flow, later, how)
+    elsewhere = migrated_elsewhere(flow, later, how)
+    flow.phase(phase_build(flow, how, elsewhere, create=False), later)
+    _record_shared(flow, later, how, elsewhere)
 
 
-def _record_shared(flow: Flow, hosts: list, how: dict[str, How]) -> None:
+def _record_shared(flow: Flow, hosts: list, how: dict[str, How],
+                   elsewhere: dict[str, str]) -> None:
     """After a build phase: which builds can be copied now, and which hosts did not run the
-    migrations because the builder had (said in their report)."""
+    migrations because another host had (said in their report)."""
     for h in hosts:
         mode, archive = how[h.name]
         ok = flow.results[h.name].ok
@@ -525,11 +539,9 @@ def _record_shared(flow: Flow, hosts: list, how: dict[str, How]) -> None:
             if h.data.app_migrate_command and flow.kind == "deploy":
                 flow.migrated.setdefault(migration_key(flow, h),
                                          (h.name, flow.migrations_applied(h.name)))
-        elif mode == "copy" and ok and h.data.app_migrate_command and flow.kind == "deploy":
-            ran_by = flow.migrated.get(migration_key(flow, h), (h.name, []))[0]
-            if ran_by != h.name:
-                flow.note(h.name, "ok", "database migrations: run once for this release, on "
-                                        f"{ran_by}")
+        elif ok and h.name in elsewhere:
+            flow.note(h.name, "ok", "database migrations: run once for this release, on "
+                                    f"{elsewhere[h.name]}")
 
 
 def _verify_or_switch_back(flow: Flow, switched: list) -> None:

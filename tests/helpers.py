@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -34,3 +36,17 @@ def run_json(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict, 
 
 def changed_steps(payload: dict, host: str) -> list[str]:
     return [s["name"] for s in payload["hosts"][host]["steps"] if s["status"] == "changed"]
+
+
+def eventually(check: Callable[[], bool], seconds: float, interval: float = 0.5) -> bool:
+    """Whether `check()` comes true within `seconds` (an exception counts as not yet)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if check():
+                return True
+        except Exception:  # noqa: BLE001 (not up yet)
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import changed_steps, run_cli, run_json
+from tests.helpers import changed_steps, eventually, run_cli, run_json
 from tests.hosts.conftest import (
     CODE_CHANGE_TEXT,
     CODE_CHANGE_VERSION,
@@ -468,13 +468,8 @@ def test_controller_killed_right_after_the_switch(host, inventory, secret_env, t
 
 
 def wait_until_serving(host, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if (http_code(host, host.backend_port) == "200"
-                and http_code(host, host.frontend_port, "/") == "200"):
-            return True
-        time.sleep(0.5)
-    return False
+    return eventually(lambda: http_code(host, host.backend_port) == "200"
+                      and http_code(host, host.frontend_port, "/") == "200", seconds)
 
 
 # --- two hosts -------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import json
 import pytest
 
 from tests.helpers import run_cli
+from tests.hosts.conftest import http_code
 
 pytestmark = pytest.mark.hosts
 DEPLOY_TO = "/home/ubuntu/The-Power100-Experience"
@@ -57,11 +58,6 @@ def steps(host: dict, status: str) -> list[str]:
 def health_exit(served: Served) -> int:
     done = run_cli("health", "-i", served.inventory, env=served.env)
     return done.returncode
-
-
-def http_code(served: Served, port: int, path: str = "/api/health") -> str:
-    return served.host.ssh(f"curl -s -m 10 -o /dev/null -w '%{{http_code}}' "
-                           f"http://127.0.0.1:{port}{path}", check=False).stdout.strip()
 
 
 def reset_counters(served: Served) -> None:
@@ -114,11 +110,11 @@ def test_backend_stopped_guide_1_confirmed_dry_then_fixed(served, make_served_in
         # Production asks first: no terminal, no --yes -> exit 3, nothing changed.
         done = run_cli("diagnose", "-i", production, "--fix", env=served.env)
         assert done.returncode == 3 and "production" in done.stderr, done.stderr
-        assert http_code(served, host.backend_port) == "000"
+        assert http_code(served.host, host.backend_port) == "000"
         # --dry: what would change, nothing changed.
         code, dry, text = diagnose(served, "--fix", "--dry")
         assert code == 1 and steps(dry, "would-change") == [f"Restart {BACKEND} (PM2)"], text
-        assert http_code(served, host.backend_port) == "000"
+        assert http_code(served.host, host.backend_port) == "000"
         code, fixed, text = diagnose(served, "--fix")
         assert code == 0, text
         assert steps(fixed, "changed") == [f"Restart {BACKEND} (PM2)"]
@@ -163,7 +159,7 @@ def test_frontend_stopped_guide_1_fixed(served):
         assert guides(fixed)[1]["matched"]
         assert steps(fixed, "changed") == [f"Restart {FRONTEND} (PM2)"]
         assert fixed["fixed"] == [1]
-        assert http_code(served, host.frontend_port, "/") == "200"
+        assert http_code(served.host, host.frontend_port, "/") == "200"
         assert health_exit(served) == 0
     finally:
         back_online(served, FRONTEND, host.frontend_port, "/")

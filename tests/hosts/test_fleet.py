@@ -7,11 +7,10 @@ docstring says the state it starts from."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
-from tests.helpers import run_cli, run_json
+from tests.helpers import eventually, run_cli, run_json
 from tests.hosts.conftest import (
     CODE_CHANGE_VERSION,
     DEPLOY_TO,
@@ -337,17 +336,11 @@ def test_database_unreachable_during_migrations(fleet, postgres_db, commit_of):
 
 def wait_serving(host, seconds: float = 90, **expect: str) -> bool:
     """Whether the host's app answers healthy (and with the `expect`ed fields) in time."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            answer = health(host)
-            if answer["status"] == "healthy" and all(answer.get(k) == v
-                                                     for k, v in expect.items()):
-                return True
-        except Exception:  # noqa: BLE001 (not up yet)
-            pass
-        time.sleep(1)
-    return False
+    def healthy() -> bool:
+        answer = health(host)
+        return answer["status"] == "healthy" and all(answer.get(k) == v
+                                                     for k, v in expect.items())
+    return eventually(healthy, seconds, interval=1)
 
 
 def test_requests_served_during_the_rolling_runs(capsys):

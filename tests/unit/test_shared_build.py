@@ -14,12 +14,14 @@ from playbooks.release_flow import (
     HostPlan,
     build_key,
     build_plan,
+    migrated_elsewhere,
     migration_key,
     share_builds,
 )
 from tpe_ops.runner import Step
 
 DATA = {"app_deploy_to": "/srv/app", "app_build_command": "npm run build",
+        "app_migrate_command": "npm run migrate",
         "app_build_outputs": ["web/.next"], "db_host": "db", "db_port": 5432, "db_name": "tpe"}
 
 
@@ -90,6 +92,19 @@ def test_migrations_run_once_are_reported_for_every_host_of_that_database():
                   migrated=flow.migrated)  # a later batch: h1's steps are not in it
     assert batch2.migrations_applied("h2") == ["002_events"]
     assert batch2.migrations_applied("h3") == []  # another database: its own run (none)
+
+
+def test_only_hosts_copying_a_build_skip_migrations_another_host_ran():
+    hosts = [host("h1"), host("h2"), host("h3", db_name="other"), host("h4"),
+             host("h5", app_migrate_command="")]
+    flow = flow_of(hosts)
+    flow.migrated[migration_key(flow, hosts[0])] = ("h1", [])
+    how = {"h1": ("share", "/a"), "h2": ("copy", "/a"), "h3": ("copy", "/a"),
+           "h4": ("build", None), "h5": ("copy", "/a")}
+    # h3: another database; h4: builds itself (its own setup); h5: no migrations at all
+    assert migrated_elsewhere(flow, hosts, how) == {"h2": "h1"}
+    rollback = Flow("rollback", flow.loaded, flow.plans, None, migrated=flow.migrated)
+    assert migrated_elsewhere(rollback, hosts, how) == {}
 
 
 def _release(root: Path, name: str, fingerprint: str) -> Path:
