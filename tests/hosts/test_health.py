@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from operations.pm2 import JLIST_JS, SAFE_ENV_FIELDS, parse_jlist
 from tests.helpers import run_cli
 
 pytestmark = pytest.mark.hosts
@@ -43,6 +45,24 @@ def test_no_secret_in_health_output(served, postgres_db):
     code, payload, text = health(served)
     assert code == 0 and payload["classification"] == "healthy"
     assert postgres_db.password not in text
+
+
+def test_pm2_reader_answers_as_pm2_jlist_without_the_environment(served):
+    """The Pm2Processes fact asks the PM2 daemon directly (not through the pm2 CLI): the
+    same processes, counters and states as `pm2 jlist`, and only the safe fields."""
+    host = served[0]
+    root = '"$(dirname "$(readlink -f "$(command -v pm2)")")/.."'
+    fast = host.ssh(f"node -e {shlex.quote(JLIST_JS)} {root}").stdout
+    slow = host.ssh("pm2 jlist").stdout
+
+    def key(text: str) -> list[tuple]:
+        return sorted((p["name"], p["pm_id"], p["pid"], p["status"], p["restart_time"],
+                       p["pm_cwd"]) for p in parse_jlist(text))
+
+    assert len(key(fast)) >= 4 and key(fast) == key(slow)  # 2 backend, frontend, logrotate
+    envs = [set(p["pm2_env"]) for p in json.loads(fast)]
+    assert all(env <= set(SAFE_ENV_FIELDS) for env in envs)
+    assert "NODE_ENV" in slow and "NODE_ENV" not in fast
 
 
 def test_backend_stopped_is_critical_p0_guide_1(served):
