@@ -4,7 +4,7 @@
 
 Six hosts are provisioned and deployed `good` together (warm-up, not measured). Then a
 code-only change (dependencies reused, frontend rebuilt) is deployed to 3 hosts at once; then,
-in 3 rounds, another code-only change to 1 host (the reference) and one more to all 6 at once
+in 5 rounds, another code-only change to 1 host (the reference) and one more to all 6 at once
 (one batch); then the 6 again in rolling batches of 2 for comparison. The ratios are against
 the median 1-host deploy of the same run: on a shared machine one deploy can be 15 % off.
 Needs root (systemd-nspawn): python bench/fleet_bench.py
@@ -31,7 +31,7 @@ from tests.harness.hosts import HostPool, write_inventory  # noqa: E402
 from tests.harness.image import build_base_image  # noqa: E402
 from tests.hosts.conftest import CHANGES  # noqa: E402
 
-ROUNDS = 3  # 1-host and 6-host deploys alternate; the ratio is of their medians
+ROUNDS = 5  # 1-host and 6-host deploys alternate; the ratio is of their medians
 
 
 def _page_change(text: str) -> Callable[[Path], None]:
