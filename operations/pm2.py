@@ -66,15 +66,20 @@ client.call("getMonitorData", {}, (err, list) => {
 """.replace("FIELDS", json.dumps(list(SAFE_ENV_FIELDS)))
 
 
+def jlist_reader() -> str:
+    """The shell command running JLIST_JS with the installed pm2 package's folder."""
+    package = '"$(dirname "$(readlink -f "$(command -v pm2)")")/.."'
+    return f"node -e {shlex.quote(JLIST_JS)} {package}"
+
+
 class Pm2Processes(FactBase):
     """The PM2 processes of the connected user, without their environment."""
 
     def command(self) -> str:
         # Only ask a running daemon (`pm2 jlist` would start one); `pm2 jlist` itself when
         # the short reader cannot (another PM2 layout).
-        return ('[ -S "$HOME/.pm2/rpc.sock" ] && pm2=$(command -v pm2) && '
-                f'{{ node -e {shlex.quote(JLIST_JS)} "$(dirname "$(readlink -f "$pm2")")/.." '
-                '2>/dev/null || pm2 jlist; } || echo "[]"')
+        return ('[ -S "$HOME/.pm2/rpc.sock" ] && command -v pm2 >/dev/null && '
+                f'{{ {jlist_reader()} 2>/dev/null || pm2 jlist; }} || echo "[]"')
 
     @staticmethod
     def default() -> list:

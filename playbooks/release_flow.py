@@ -517,14 +517,15 @@ def _build(flow: Flow, hosts: list) -> None:
     """Build where needed: a shared build on its first host, then its copies (a host waiting
     for a build that failed builds itself)."""
     how = build_plan(flow, hosts)
-    elsewhere = migrated_elsewhere(flow, hosts, how)
-    flow.phase(phase_build(flow, how, elsewhere), hosts)
-    _record_shared(flow, hosts, how, elsewhere)
+    _build_phase(flow, hosts, how)
     later = [h for h in hosts if how[h.name][0] == "later" and flow.results[h.name].ok]
-    how = build_plan(flow, later, waited=True)
-    elsewhere = migrated_elsewhere(flow, later, how)
-    flow.phase(phase_build(flow, how, elsewhere, create=False), later)
-    _record_shared(flow, later, how, elsewhere)
+    _build_phase(flow, later, build_plan(flow, later, waited=True), create=False)
+
+
+def _build_phase(flow: Flow, hosts: list, how: dict[str, How], create: bool = True) -> None:
+    elsewhere = migrated_elsewhere(flow, hosts, how)
+    flow.phase(phase_build(flow, how, elsewhere, create), hosts)
+    _record_shared(flow, hosts, how, elsewhere)
 
 
 def _record_shared(flow: Flow, hosts: list, how: dict[str, How],

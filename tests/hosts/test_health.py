@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import shlex
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from operations.pm2 import JLIST_JS, SAFE_ENV_FIELDS, parse_jlist
+from operations.pm2 import SAFE_ENV_FIELDS, jlist_reader, parse_jlist
 from tests.helpers import run_cli
 
 pytestmark = pytest.mark.hosts
@@ -51,8 +50,7 @@ def test_pm2_reader_answers_as_pm2_jlist_without_the_environment(served):
     """The Pm2Processes fact asks the PM2 daemon directly (not through the pm2 CLI): the
     same processes, counters and states as `pm2 jlist`, and only the safe fields."""
     host = served[0]
-    root = '"$(dirname "$(readlink -f "$(command -v pm2)")")/.."'
-    fast = host.ssh(f"node -e {shlex.quote(JLIST_JS)} {root}").stdout
+    fast = host.ssh(jlist_reader()).stdout
     slow = host.ssh("pm2 jlist").stdout
 
     def key(text: str) -> list[tuple]:
